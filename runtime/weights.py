@@ -1,0 +1,42 @@
+"""Weight containers shared by the loaders, the kernels and the models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """A 2-D weight in MLX's affine quantized layout, as `mx.quantize` returns it.
+
+    Element ``(row, col)`` dequantizes to ``scales[row, g] * q + biases[row, g]``
+    with ``g = col // group_size`` and ``q`` the unsigned ``bits``-wide integer
+    packed into ``weight``. ``shape`` is the logical ``(out_features,
+    in_features)`` shape; ``weight`` is uint32 ``[out, in * bits / 32]``,
+    ``scales`` and ``biases`` are float32 ``[out, in / group_size]``.
+    """
+
+    weight: mx.array
+    scales: mx.array
+    biases: mx.array
+    bits: int
+    group_size: int
+    shape: tuple[int, int]
+
+    def dequantize(self) -> mx.array:
+        """Return the float32 matrix ``[out, in]``."""
+        return mx.dequantize(
+            self.weight, self.scales, self.biases, group_size=self.group_size, bits=self.bits
+        ).astype(mx.float32)
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.nbytes + self.scales.nbytes + self.biases.nbytes
+
+
+# A model's weights keyed by GGUF tensor name ("blk.0.attn_q.weight", ...):
+# float arrays for norms, biases and unquantized matrices, QuantizedTensor for
+# quantized matrices.
+WeightDict = dict[str, "mx.array | QuantizedTensor"]
