@@ -1,0 +1,136 @@
+"""Plain (non-speculative) generation: prefill, then one token per step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import mlx.core as mx
+
+from draftwise.runtime.cache import ModelCache
+from draftwise.runtime.errors import GenerationError
+from draftwise.runtime.models.transformer import Transformer
+from draftwise.runtime.sampling import KeySequence, SamplingParams, select_tokens
+from draftwise.runtime.termination import StopConditions
+
+# Prefill runs in chunks of this many tokens, bounding the memory of one
+# attention block.
+PREFILL_CHUNK = 512
+
+
+class TokenizerLike(Protocol):
+    eos_token_ids: frozenset[int]
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What to generate: sampling, the token budget and stop strings."""
+
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Timings:
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        # The first token comes from the prefill pass, so decoding made the rest.
+        decoded = max(self.generated_tokens - 1, 0)
+        return decoded / self.decode_s if self.decode_s > 0 else 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "prefill_s": round(self.prefill_s, 4),
+            "decode_s": round(self.decode_s, 4),
+            "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 2),
+            "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
+            "total_s": round(self.total_s, 4),
+        }
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """Tokens committed in one step and the text they release."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None
+
+
+def prefill(model: Transformer, cache: ModelCache, token_ids: Sequence[int]) -> mx.array:
+    """Run ``token_ids`` through the model, filling ``cache``; return the last logits ``[1, vocab]``."""
+    if not token_ids:
+        raise GenerationError("the prompt is empty; pass at least one token")
+    logits = None
+    for start in range(0, len(token_ids), PREFILL_CHUNK):
+        chunk = mx.array(token_ids[start : start + PREFILL_CHUNK], dtype=mx.uint32)
+        logits = model(chunk, cache, last_row_only=True).logits
+        mx.eval(logits, *cache.state())
+    assert logits is not None
+    return logits
+
+
+def check_context(model: Transformer, prompt_tokens: int, max_tokens: int) -> int:
+    """Return the token budget that fits the context, or raise when the prompt alone does not."""
+    limit = model.config.context_length
+    if prompt_tokens >= limit:
+        raise GenerationError(
+            f"the prompt has {prompt_tokens} tokens but model '{model.name}' has a context of "
+            f"{limit}; shorten the prompt"
+        )
+    return min(max_tokens, limit - prompt_tokens)
+
+
+def generate_plain(
+    model: Transformer,
+    tokenizer: TokenizerLike,
+    prompt_ids: Sequence[int],
+    params: GenerationParams,
+    timings: Timings | None = None,
+) -> Iterator[GenerationChunk]:
+    """Yield one chunk per generated token until EOS, a stop string or max_tokens."""
+    timings = timings if timings is not None else Timings()
+    max_tokens = check_context(model, len(prompt_ids), params.max_tokens)
+    stops = StopConditions(tokenizer.decode, tokenizer.eos_token_ids, params.stop, max_tokens)
+    keys = KeySequence(params.sampling.seed) if not params.sampling.greedy else None
+    cache = model.make_cache()
+
+    started = time.perf_counter()
+    logits = prefill(model, cache, prompt_ids)
+    token = select_tokens(logits, params.sampling, keys.key(0) if keys else None)
+    token_id = int(token.item())
+    timings.prompt_tokens = len(prompt_ids)
+    timings.prefill_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    step = 0
+    while True:
+        result = stops.feed([token_id])
+        timings.generated_tokens += 1
+        yield GenerationChunk([token_id], result.text, result.finish_reason)
+        if result.finish_reason is not None:
+            break
+        step += 1
+        logits = model(mx.array([token_id], dtype=mx.uint32), cache).logits
+        token = select_tokens(logits, params.sampling, keys.key(step) if keys else None)
+        mx.eval(token)
+        token_id = int(token.item())
+        timings.decode_s = time.perf_counter() - started

@@ -1,0 +1,146 @@
+"""Building blocks shared by the architecture modules.
+
+Every block here computes each token row independently of how many rows
+are in the call, so a verify pass over k + 1 rows yields, row for row, the
+same bits as k + 1 single-row decode steps. The linear layers get this from
+the verify kernel (or MLX's own row-by-row quantized matmul), and attention
+gets it from `attend`, which computes short calls one query row at a time.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from draftwise.runtime.weights import QuantizedTensor
+
+# Calls with at most this many new rows use the row-by-row attention path,
+# whose results do not depend on the row count. Longer calls (prefill) use
+# one masked matmul per layer, which is faster but rounds differently; a
+# given prompt is always prefilled the same way, so this never changes what
+# plain and speculative decoding produce from the same prompt.
+ROW_ATTENTION_MAX_ROWS = 16
+
+Weight = mx.array | QuantizedTensor
+
+
+def _quantized_matmul(x: mx.array, weight: QuantizedTensor) -> mx.array:
+    from draftwise.runtime import kernels
+
+    kernel = getattr(kernels, "quantized_matmul", None)
+    if kernel is None:  # TODO: remove once the kernels package always provides it
+        return mx.quantized_matmul(
+            x,
+            weight.weight,
+            weight.scales,
+            weight.biases,
+            transpose=True,
+            group_size=weight.group_size,
+            bits=weight.bits,
+        )
+    return kernel(x, weight)
+
+
+def linear(x: mx.array, weight: Weight, bias: mx.array | None = None) -> mx.array:
+    """Return ``x @ weight.T (+ bias)`` for a float or quantized weight ``[out, in]``."""
+    if isinstance(weight, QuantizedTensor):
+        y = _quantized_matmul(x, weight)
+    else:
+        y = x @ weight.T
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def embed(token_ids: mx.array, table: Weight) -> mx.array:
+    """Gather embedding rows ``[n, hidden]`` for ``token_ids`` ``[n]``."""
+    if isinstance(table, QuantizedTensor):
+        rows = mx.dequantize(
+            table.weight[token_ids],
+            table.scales[token_ids],
+            table.biases[token_ids],
+            group_size=table.group_size,
+            bits=table.bits,
+        )
+        return rows.astype(mx.float32)
+    return table[token_ids].astype(mx.float32)
+
+
+def rms_norm(x: mx.array, weight: mx.array, eps: float) -> mx.array:
+    return mx.fast.rms_norm(x, weight, eps)
+
+
+def rope(x: mx.array, offset: int, theta: float, scale: float, traditional: bool) -> mx.array:
+    """Rotate ``x`` ``[heads, n, head_dim]`` for positions ``offset .. offset + n - 1``."""
+    return mx.fast.rope(
+        x, x.shape[-1], traditional=traditional, base=theta, scale=scale, offset=offset
+    )
+
+
+def _softmax_weighted_values(scores: mx.array, values: mx.array) -> mx.array:
+    probs = mx.softmax(scores, axis=-1, precise=True)
+    return probs @ values
+
+
+def attend(
+    queries: mx.array,
+    keys: mx.array,
+    values: mx.array,
+    *,
+    query_start: int,
+    key_start: int,
+    scale: float,
+    window: int = 0,
+) -> mx.array:
+    """Causal attention for new rows against cached keys and values.
+
+    Shapes: ``queries`` ``[heads, n, head_dim]``; ``keys``/``values``
+    ``[kv_heads, length, head_dim]`` holding positions ``key_start ..
+    key_start + length - 1``, which include the new rows' own positions
+    ``query_start .. query_start + n - 1``. Row ``i`` sees positions up to
+    ``query_start + i`` and, when ``window`` is set, no further back than
+    ``window - 1`` positions. Returns ``[heads, n, head_dim]``.
+    """
+    num_heads, num_rows, head_dim = queries.shape
+    num_kv_heads = keys.shape[0]
+    groups = num_heads // num_kv_heads
+    if num_rows <= ROW_ATTENTION_MAX_ROWS:
+        return _attend_rows(queries, keys, values, query_start, key_start, scale, window)
+
+    # Block path for prefill: one matmul with an additive causal mask.
+    q = (queries * scale).reshape(num_kv_heads, groups * num_rows, head_dim)
+    scores = (q @ keys.transpose(0, 2, 1)).reshape(num_kv_heads, groups, num_rows, -1)
+    query_pos = mx.arange(query_start, query_start + num_rows)[:, None]
+    key_pos = mx.arange(key_start, key_start + keys.shape[1])[None, :]
+    visible = key_pos <= query_pos
+    if window > 0:
+        visible = visible & (key_pos > query_pos - window)
+    scores = mx.where(visible, scores, mx.array(-mx.inf, dtype=scores.dtype))
+    out = _softmax_weighted_values(
+        scores.reshape(num_kv_heads, groups * num_rows, -1), values
+    )  # [kv_heads, groups * n, head_dim]
+    return out.reshape(num_heads, num_rows, head_dim)
+
+
+def _attend_rows(
+    queries: mx.array,
+    keys: mx.array,
+    values: mx.array,
+    query_start: int,
+    key_start: int,
+    scale: float,
+    window: int,
+) -> mx.array:
+    num_heads, num_rows, head_dim = queries.shape
+    num_kv_heads = keys.shape[0]
+    groups = num_heads // num_kv_heads
+    outputs = []
+    for row in range(num_rows):
+        position = query_start + row
+        first = max(key_start, position - window + 1) if window > 0 else key_start
+        keys_seen = keys[:, first - key_start : position + 1 - key_start]
+        values_seen = values[:, first - key_start : position + 1 - key_start]
+        q = (queries[:, row] * scale).reshape(num_kv_heads, groups, head_dim)
+        scores = q @ keys_seen.transpose(0, 2, 1)  # [kv_heads, groups, seen]
+        out = _softmax_weighted_values(scores, values_seen)  # [kv_heads, groups, head_dim]
+        outputs.append(out.reshape(num_heads, 1, head_dim))
+    return mx.concatenate(outputs, axis=1)

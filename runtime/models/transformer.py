@@ -1,0 +1,199 @@
+"""A pre-norm decoder-only transformer covering Qwen2, Llama and Gemma 3.
+
+Weights are keyed by GGUF tensor name. The optional tensors of a layer
+decide its shape: attention biases (Qwen2), query/key norms and the norms
+after attention and MLP (Gemma 3). The architecture modules pass what the
+tensors cannot tell: the rope layout and the MLP activation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from draftwise.runtime.cache import LayerCache, ModelCache
+from draftwise.runtime.errors import ModelFormatError
+from draftwise.runtime.models.config import ModelConfig
+from draftwise.runtime.models.layers import Weight, attend, embed, linear, rms_norm, rope
+from draftwise.runtime.weights import QuantizedTensor
+
+_LAYER_TENSORS_REQUIRED = (
+    "attn_norm.weight",
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "ffn_norm.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+)
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """Logits ``[rows, vocab]`` and, on request, the last hidden states ``[rows, hidden]``."""
+
+    logits: mx.array
+    hidden: mx.array | None
+
+
+class Transformer:
+    """Map ``(token_ids, cache) -> logits`` for one sequence."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        weights: dict[str, Weight],
+        *,
+        traditional_rope: bool,
+        activation: str,
+        name: str = "model",
+    ) -> None:
+        self.config = config
+        self.weights = weights
+        self.traditional_rope = traditional_rope
+        self.activation = activation
+        self.name = name
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        missing = [] if "token_embd.weight" in self.weights else ["token_embd.weight"]
+        missing += [] if "output_norm.weight" in self.weights else ["output_norm.weight"]
+        for layer in range(self.config.num_layers):
+            for suffix in _LAYER_TENSORS_REQUIRED:
+                if f"blk.{layer}.{suffix}" not in self.weights:
+                    missing.append(f"blk.{layer}.{suffix}")
+        if missing:
+            shown = ", ".join(missing[:5])
+            raise ModelFormatError(
+                f"model '{self.name}' lacks {len(missing)} required tensors ({shown}); "
+                f"the file is incomplete or not a {self.config.architecture} model"
+            )
+
+    def make_cache(self, max_rollback: int = 16) -> ModelCache:
+        """Create an empty cache; sliding layers keep ``max_rollback`` extra positions."""
+        layers = []
+        for layer in range(self.config.num_layers):
+            window = self.config.sliding_window if self.config.is_sliding_layer(layer) else 0
+            layers.append(LayerCache(window=window, max_rollback=max_rollback))
+        return ModelCache(layers)
+
+    def __call__(
+        self,
+        token_ids: mx.array,
+        cache: ModelCache,
+        *,
+        last_row_only: bool = False,
+        return_hidden: bool = False,
+    ) -> ForwardOutput:
+        """Run new tokens ``[n]`` at positions ``cache.kv_offset ..`` and extend the cache.
+
+        Returns logits for every row, or for the last row only when
+        ``last_row_only`` is set (prefill), as a lazy graph.
+        """
+        config = self.config
+        hidden = embed(token_ids, self.weights["token_embd.weight"])  # [n, hidden]
+        if config.embedding_scale != 1.0:
+            hidden = hidden * config.embedding_scale
+        for layer, layer_cache in enumerate(cache.layers):
+            hidden = self._block(layer, hidden, layer_cache)
+        if last_row_only:
+            hidden = hidden[-1:]
+        hidden = rms_norm(hidden, self.weights["output_norm.weight"], config.rms_norm_eps)
+        head = self.weights.get("output.weight", self.weights["token_embd.weight"])
+        logits = linear(hidden, head)  # [n, vocab]
+        return ForwardOutput(logits=logits, hidden=hidden if return_hidden else None)
+
+    def _block(self, layer: int, x: mx.array, cache: LayerCache) -> mx.array:
+        w = self.weights
+        prefix = f"blk.{layer}."
+        eps = self.config.rms_norm_eps
+
+        h = rms_norm(x, w[prefix + "attn_norm.weight"], eps)
+        h = self._attention(layer, h, cache)
+        post_attention = w.get(prefix + "post_attention_norm.weight")
+        if post_attention is not None:
+            h = rms_norm(h, post_attention, eps)
+        x = x + h
+
+        h = rms_norm(x, w[prefix + "ffn_norm.weight"], eps)
+        h = self._mlp(prefix, h)
+        post_ffw = w.get(prefix + "post_ffw_norm.weight")
+        if post_ffw is not None:
+            h = rms_norm(h, post_ffw, eps)
+        return x + h
+
+    def _attention(self, layer: int, x: mx.array, cache: LayerCache) -> mx.array:
+        config = self.config
+        w = self.weights
+        prefix = f"blk.{layer}."
+        num_rows = x.shape[0]
+        start = cache.offset
+
+        q = linear(x, w[prefix + "attn_q.weight"], _opt(w, prefix + "attn_q.bias"))
+        k = linear(x, w[prefix + "attn_k.weight"], _opt(w, prefix + "attn_k.bias"))
+        v = linear(x, w[prefix + "attn_v.weight"], _opt(w, prefix + "attn_v.bias"))
+        # [n, heads * head_dim] -> [heads, n, head_dim]
+        q = q.reshape(num_rows, config.num_heads, config.head_dim).transpose(1, 0, 2)
+        k = k.reshape(num_rows, config.num_kv_heads, config.head_dim).transpose(1, 0, 2)
+        v = v.reshape(num_rows, config.num_kv_heads, config.head_dim).transpose(1, 0, 2)
+
+        q_norm = w.get(prefix + "attn_q_norm.weight")
+        k_norm = w.get(prefix + "attn_k_norm.weight")
+        if q_norm is not None and k_norm is not None:
+            q = rms_norm(q, q_norm, config.rms_norm_eps)
+            k = rms_norm(k, k_norm, config.rms_norm_eps)
+
+        sliding = config.is_sliding_layer(layer)
+        theta = config.rope_theta_local if sliding else config.rope_theta
+        scale = 1.0 if sliding else config.rope_scale
+        q = rope(q, start, theta, scale, self.traditional_rope)
+        k = rope(k, start, theta, scale, self.traditional_rope)
+
+        keys, values, key_start = cache.append(k, v)
+        out = attend(
+            q,
+            keys,
+            values,
+            query_start=start,
+            key_start=key_start,
+            scale=config.attention_scale,
+            window=config.sliding_window if sliding else 0,
+        )  # [heads, n, head_dim]
+        out = out.transpose(1, 0, 2).reshape(num_rows, config.num_heads * config.head_dim)
+        return linear(out, w[prefix + "attn_output.weight"])
+
+    def _mlp(self, prefix: str, x: mx.array) -> mx.array:
+        w = self.weights
+        gate = linear(x, w[prefix + "ffn_gate.weight"])
+        up = linear(x, w[prefix + "ffn_up.weight"])
+        if self.activation == "gelu_tanh":
+            activated = nn.gelu_approx(gate)
+        else:
+            activated = nn.silu(gate)
+        return linear(activated * up, w[prefix + "ffn_down.weight"])
+
+    @property
+    def nbytes(self) -> int:
+        total = 0
+        for weight in self.weights.values():
+            total += weight.nbytes
+        return total
+
+    def parameters(self) -> list[mx.array]:
+        arrays: list[mx.array] = []
+        for weight in self.weights.values():
+            if isinstance(weight, QuantizedTensor):
+                arrays += [weight.weight, weight.scales, weight.biases]
+            else:
+                arrays.append(weight)
+        return arrays
+
+
+def _opt(weights: dict[str, Weight], name: str) -> mx.array | None:
+    value = weights.get(name)
+    assert value is None or isinstance(value, mx.array), f"{name} must be a float array"
+    return value
