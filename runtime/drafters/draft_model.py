@@ -1,0 +1,78 @@
+"""A drafter that runs a smaller model with the same tokenizer as the target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mlx.core as mx
+
+from draftwise.runtime.drafters.base import DraftProposal
+from draftwise.runtime.generate import prefill
+from draftwise.runtime.models.transformer import Transformer
+from draftwise.runtime.sampling import SamplingParams, filtered_logprobs
+
+
+class DraftModelDrafter:
+    """Draft with a small model, keeping its KV cache in step with the target.
+
+    The draft cache holds every committed token except those in
+    ``_pending``: the newest committed token, plus the last proposal when a
+    round accepted all of them (it was never fed to the draft model).
+    """
+
+    def __init__(self, model: Transformer, max_draft: int = 16) -> None:
+        self.model = model
+        self.name = "draft_model"
+        self.max_draft = max_draft
+        self.cache = model.make_cache(max_rollback=max_draft + 2)
+        self._pending: list[int] = []
+        self._round_start = 0
+        self._round_fed_pending = 0  # pending tokens the current round fed
+        self._round_fed_proposals = 0  # proposals the current round fed (k - 1)
+
+    def start(self, prompt_ids: Sequence[int]) -> None:
+        self.cache = self.model.make_cache(max_rollback=self.max_draft + 2)
+        if len(prompt_ids) > 1:
+            prefill(self.model, self.cache, prompt_ids[:-1])
+        self._pending = [prompt_ids[-1]]
+
+    def extend_pending(self, token_id: int) -> None:
+        """Append a committed token that the runner obtained without this drafter."""
+        self._pending.append(token_id)
+
+    def propose(
+        self, num_tokens: int, sampling: SamplingParams, keys: list[mx.array] | None
+    ) -> DraftProposal:
+        self._round_start = self.cache.checkpoint()
+        self._round_fed_pending = 0
+        self._round_fed_proposals = 0
+        if num_tokens == 0:
+            return DraftProposal(mx.zeros((0,), dtype=mx.uint32), None)
+        self._round_fed_pending = len(self._pending)
+        self._round_fed_proposals = num_tokens - 1
+        tokens: list[mx.array] = []
+        probs: list[mx.array] = []
+        inputs = mx.array(self._pending, dtype=mx.uint32)
+        for step in range(num_tokens):
+            logits = self.model(inputs, self.cache, last_row_only=True).logits  # [1, vocab]
+            if sampling.greedy:
+                token = mx.argmax(logits, axis=-1).astype(mx.uint32)  # [1]
+            else:
+                assert keys is not None
+                logprobs = filtered_logprobs(logits, sampling)
+                token = mx.random.categorical(logprobs, axis=-1, key=keys[step]).astype(mx.uint32)
+                probs.append(mx.exp(logprobs))
+            tokens.append(token)
+            inputs = token
+        draft = mx.concatenate(tokens)
+        return DraftProposal(draft, mx.concatenate(probs) if probs else None)
+
+    def commit(self, num_accepted: int, committed_ids: Sequence[int]) -> None:
+        """Rewind the draft cache to the committed prefix and queue what it still lacks."""
+        # Accepted proposals that the round fed are valid cache entries, except
+        # the newest committed token, which always stays pending.
+        valid = min(num_accepted, self._round_fed_proposals, len(committed_ids) - 1)
+        valid = max(valid, 0)
+        self.cache.rollback(self._round_start + self._round_fed_pending + valid)
+        unfed = self._pending if self._round_fed_pending == 0 else []
+        self._pending = unfed + list(committed_ids[valid:])

@@ -1,0 +1,120 @@
+"""One speculative round as a single lazy MLX graph.
+
+draft k tokens -> verify the last committed token plus the k proposals in
+one target pass -> accept on the device -> pick the target's own next
+token. `mx.eval` runs once per round; everything before it only builds the
+graph, so the host waits on the device once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from draftwise.runtime.cache import ModelCache
+from draftwise.runtime.drafters.base import DraftProposal, Drafter
+from draftwise.runtime.models.transformer import Transformer
+from draftwise.runtime.sampling import SamplingParams, filtered_logprobs
+
+# The host waits for the device here and nowhere else in a round; tests
+# replace it to count syncs.
+evaluate = mx.eval
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What the device decided: proposals, how many were accepted, the target's token."""
+
+    draft_token_ids: list[int]
+    num_accepted: int
+    next_token_id: int
+    elapsed_s: float
+
+    @property
+    def committed_ids(self) -> list[int]:
+        """Accepted proposals followed by the target's own token (correction or bonus)."""
+        return [*self.draft_token_ids[: self.num_accepted], self.next_token_id]
+
+
+def _accept_greedy(logits: mx.array, proposal: DraftProposal) -> tuple[mx.array, mx.array]:
+    target_ids = mx.argmax(logits, axis=-1).astype(mx.uint32)  # [k + 1]
+    k = proposal.num_drafted
+    matches = proposal.draft_token_ids == target_ids[:k]
+    num_accepted = mx.sum(mx.cumprod(matches.astype(mx.int32)))
+    return num_accepted, target_ids[num_accepted]
+
+
+def _accept_sampled(
+    logits: mx.array, proposal: DraftProposal, params: SamplingParams, key: mx.array
+) -> tuple[mx.array, mx.array]:
+    """Speculative sampling: accept d_i with probability min(1, p(d_i) / q(d_i)).
+
+    The first rejected position samples from normalize(max(0, p - q)); when
+    every proposal is accepted the bonus token samples from p of the last row.
+    """
+    k = proposal.num_drafted
+    accept_key, residual_key = mx.random.split(key)
+    p = mx.exp(filtered_logprobs(logits, params))  # [k + 1, vocab]
+    draft = proposal.draft_token_ids.astype(mx.int32)
+    if proposal.probs is None:  # a deterministic drafter: q is one-hot on its proposal
+        q = mx.zeros_like(p[:k])
+        q = mx.put_along_axis(q, draft[:, None], mx.ones((k, 1), dtype=q.dtype), axis=-1)
+    else:
+        q = proposal.probs
+    p_draft = mx.take_along_axis(p[:k], draft[:, None], axis=-1)[:, 0]  # [k]
+    q_draft = mx.take_along_axis(q, draft[:, None], axis=-1)[:, 0]  # [k]
+    uniform = mx.random.uniform(shape=(k,), key=accept_key)
+    accepted = (uniform * q_draft) < p_draft
+    num_accepted = mx.sum(mx.cumprod(accepted.astype(mx.int32)))
+
+    residual = mx.maximum(p[:k] - q, 0.0)
+    candidates = mx.concatenate([residual, p[k:]], axis=0)  # [k + 1, vocab]
+    samples = mx.random.categorical(mx.log(candidates), axis=-1, key=residual_key)
+    return num_accepted, samples[num_accepted].astype(mx.uint32)
+
+
+def run_round(
+    target: Transformer,
+    cache: ModelCache,
+    drafter: Drafter | None,
+    last_token_id: int,
+    num_draft: int,
+    params: SamplingParams,
+    round_key: mx.array | None,
+) -> RoundOutcome:
+    """Run one round from ``last_token_id`` (committed, not yet in ``cache``).
+
+    On return the target cache holds ``last_token_id`` and all k proposals;
+    the caller cuts it back to the committed prefix with `ModelCache.rollback`.
+    ``round_key`` (required when sampling) must be fresh for every round;
+    the round splits it into the drafter's keys and its own.
+    """
+    started = time.perf_counter()
+    if drafter is None or num_draft == 0:
+        proposal = DraftProposal(mx.zeros((0,), dtype=mx.uint32), None)
+        if drafter is not None:
+            drafter.propose(0, params, None)
+    else:
+        draft_keys = None
+        if round_key is not None:
+            draft_keys = list(mx.random.split(round_key, num_draft + 1)[1:])
+        proposal = drafter.propose(num_draft, params, draft_keys)
+
+    inputs = mx.concatenate([mx.array([last_token_id], dtype=mx.uint32), proposal.draft_token_ids])
+    logits = target(inputs, cache).logits  # [k + 1, vocab]
+    if params.greedy:
+        num_accepted, next_token = _accept_greedy(logits, proposal)
+    else:
+        assert round_key is not None
+        accept_key = mx.random.split(round_key, num_draft + 1)[0]
+        num_accepted, next_token = _accept_sampled(logits, proposal, params, accept_key)
+
+    evaluate(proposal.draft_token_ids, num_accepted, next_token, *cache.state())
+    return RoundOutcome(
+        draft_token_ids=[int(t) for t in proposal.draft_token_ids.tolist()],
+        num_accepted=int(num_accepted.item()),
+        next_token_id=int(next_token.item()),
+        elapsed_s=time.perf_counter() - started,
+    )
