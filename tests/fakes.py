@@ -110,3 +110,42 @@ class CharTokenizer:
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(32 + t) for t in token_ids if t != EOS_ID)
+
+
+class ScriptedDrafter:
+    """Propose tokens from a known continuation, right for a scripted number of positions.
+
+    ``reference`` is the target's own greedy output after the prompt. Each
+    round proposes the next tokens of it, replacing every proposal from
+    position ``correct + 1`` on with a wrong token: ``correct=None`` is the
+    oracle, ``correct=0`` the adversary, others a mixed drafter.
+    """
+
+    def __init__(self, reference: list[int], correct: int | None, vocab: int = TINY_VOCAB) -> None:
+        self.name = "scripted"
+        self.reference = reference
+        self.correct = correct
+        self.vocab = vocab
+        self.position = 0  # index into reference of the next token to propose
+        self.committed: list[int] = []
+
+    def start(self, prompt_ids: Sequence[int]) -> None:
+        # The runner passes the prompt plus the first generated token.
+        self.position = 1
+        self.committed = [prompt_ids[-1]]
+
+    def propose(self, num_tokens: int, sampling: object, keys: object) -> object:
+        from draftwise.runtime.drafters.base import DraftProposal
+
+        tokens = []
+        for i in range(num_tokens):
+            index = self.position + i
+            token = self.reference[index] if index < len(self.reference) else 0
+            if self.correct is not None and i >= self.correct:
+                token = (token + 1) % self.vocab
+            tokens.append(token)
+        return DraftProposal(mx.array(tokens, dtype=mx.uint32), None)
+
+    def commit(self, num_accepted: int, committed_ids: Sequence[int]) -> None:
+        self.committed += list(committed_ids)
+        self.position += len(committed_ids)
