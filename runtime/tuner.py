@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 
 # Each new round weighs this much more than the one before it, so about
 # the last 1 / (1 - DECAY) rounds dominate the estimates.
-DECAY = 0.92
+DECAY = 0.85
 PRIOR_ACCEPTANCE = 0.6
 PRIOR_WEIGHT = 1.0
 # Assumed extra round time per proposal, as a share of a k = 0 round, until
 # rounds at two different k have been timed.
 PRIOR_COST_PER_TOKEN = 0.35
+UNOBSERVED_WEIGHT = 0.5
 PROBE_LENGTH = 2
 FIRST_PROBE_INTERVAL = 16
 MAX_PROBE_INTERVAL = 256
@@ -120,6 +121,17 @@ class DraftLengthTuner:
             self.attempted[position] += 1.0
             if position < num_accepted:
                 self.accepted[position] += 1.0
+        # Positions after a rejection go unobserved; count the rejection as
+        # weak evidence against them too, so estimates for long drafts do not
+        # stay optimistic after the text changes.
+        # Likewise a fully accepted draft is weak evidence for the next position,
+        # which lets k grow past lengths it has never tried.
+        if num_accepted < num_drafted:
+            for position in range(num_accepted + 1, self.max_draft):
+                self.attempted[position] += UNOBSERVED_WEIGHT
+        elif num_drafted < self.max_draft:
+            self.attempted[num_drafted] += UNOBSERVED_WEIGHT
+            self.accepted[num_drafted] += UNOBSERVED_WEIGHT
         if was_probe:
             if num_accepted == 0:
                 self.probe_interval = min(self.probe_interval * 2, MAX_PROBE_INTERVAL)

@@ -1,0 +1,77 @@
+"""The draft length tuner climbs on good drafts, backs off on bad ones, and probes."""
+
+from __future__ import annotations
+
+from draftwise.runtime.tuner import MAX_PROBE_INTERVAL, DraftLengthTuner
+
+STEP_S = 0.05  # a k = 0 round
+DRAFT_TOKEN_S = 0.01  # each extra proposal
+
+
+def simulate(tuner: DraftLengthTuner, accept, rounds: int) -> list[int]:
+    """Drive the tuner with a synthetic cost model; ``accept(k)`` returns the accepted count."""
+    chosen = []
+    for _ in range(rounds):
+        k = tuner.choose()
+        tuner.record(k, accept(k), STEP_S + DRAFT_TOKEN_S * k)
+        chosen.append(k)
+    return chosen
+
+
+def test_tuner_oracle_climbs_to_max():
+    tuner = DraftLengthTuner(max_draft=8)
+    chosen = simulate(tuner, lambda k: k, 40)
+    assert chosen[-1] == 8
+    assert chosen[-10:] == [8] * 10
+
+
+def test_tuner_adversary_falls_back_to_plain():
+    tuner = DraftLengthTuner(max_draft=8)
+    chosen = simulate(tuner, lambda k: 0, 300)
+    drafting_rounds = sum(1 for k in chosen[20:] if k > 0)
+    assert chosen[-1] == 0
+    assert drafting_rounds <= 280 // 16 + 1  # only probes
+
+
+def test_tuner_backs_off_when_text_turns_random():
+    tuner = DraftLengthTuner(max_draft=8)
+    simulate(tuner, lambda k: k, 40)
+    after = simulate(tuner, lambda k: 0, 40)
+    first_plain = after.index(0)
+    assert first_plain <= 12
+    assert all(k == 0 for k in after[first_plain : first_plain + 10])
+
+
+def test_tuner_probe_interval_backs_off_exponentially():
+    tuner = DraftLengthTuner(max_draft=8)
+    chosen = simulate(tuner, lambda k: 0, 2000)
+    gaps = []
+    last = None
+    for index, k in enumerate(chosen):
+        if k > 0:
+            if last is not None:
+                gaps.append(index - last)
+            last = index
+    assert gaps[-1] >= MAX_PROBE_INTERVAL
+    assert tuner.probe_interval == MAX_PROBE_INTERVAL
+
+
+def test_tuner_resumes_after_successful_probe():
+    tuner = DraftLengthTuner(max_draft=8)
+    simulate(tuner, lambda k: 0, 200)
+    chosen = simulate(tuner, lambda k: k, 300)
+    assert chosen[-1] >= 4
+
+
+def test_tuner_prefers_short_drafts_when_acceptance_is_middling():
+    tuner = DraftLengthTuner(max_draft=8)
+    # Accept the first proposal, reject the rest: k = 1 is optimal.
+    chosen = simulate(tuner, lambda k: min(k, 1), 100)
+    assert chosen[-1] == 1
+
+
+def test_tuner_fixed_length_respected_and_clamped():
+    tuner = DraftLengthTuner(max_draft=8, fixed=5)
+    assert tuner.choose() == 5
+    assert tuner.choose(limit=2) == 2
+    assert tuner.choose(limit=0) == 0
