@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         configure_logging(args.log_level)
+        _log_blas()
         code = args.func(args)
     except DraftwiseError as error:
         print(f"draftwise: error: {error}", file=sys.stderr)
@@ -112,6 +113,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _log_blas() -> None:
+    import structlog
+
+    from draftwise.runtime.blas import blas_status
+
+    status = blas_status()
+    structlog.get_logger("draftwise").info(
+        "blas_selected", actor="cli", library=status.library, path=status.path, reason=status.reason
+    )
 
 
 def _read_messages(args: argparse.Namespace) -> list[dict[str, str]]:

@@ -1,0 +1,43 @@
+# Two entry points: `make run` (the main job on the real models) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROMPT ?= Write a Python function that checks whether a string is a palindrome.
+
+.PHONY: run test install system-deps lint typecheck unit integration clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Debian's OpenBLAS makes float32 matmul fast; skipped where apt is not usable.
+system-deps:
+	@if [ ! -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 ] && \
+	   [ ! -e /usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0 ] && \
+	   command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq libopenblas0-pthread; \
+	fi
+
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*) | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test,models]"
+	touch $@
+
+install: system-deps $(VENV)/.installed
+
+run: install
+	$(BIN)/draftwise pull qwen2.5-coder:1.5b
+	$(BIN)/draftwise pull qwen2.5-coder:0.5b
+	$(BIN)/draftwise compare --model qwen2.5-coder:1.5b --draft qwen2.5-coder:0.5b \
+		--max-tokens 128 "$(PROMPT)"
+
+lint: install
+	$(BIN)/ruff check runtime actors protocol tests
+
+typecheck: install
+	$(BIN)/mypy runtime actors protocol
+
+test: install lint typecheck
+	$(BIN)/python -m pytest -ra
+
+clean:
+	rm -rf $(VENV) build *.egg-info runtime/kernels/*.so
