@@ -92,6 +92,18 @@ class LayerCache:
             return 0
         return self.keys.nbytes + self.values.nbytes
 
+    def snapshot(self) -> LayerCache:
+        """Return an independent cache with the same contents, sharing buffers until written."""
+        copy = LayerCache(self.window, self.max_rollback)
+        if self.keys is not None and self.values is not None:
+            # New array objects: a later in-place update of this cache
+            # rebinds its own objects and leaves these untouched.
+            copy.keys = self.keys[:, :, :]
+            copy.values = self.values[:, :, :]
+        copy.start = self.start
+        copy.offset = self.offset
+        return copy
+
     def state(self) -> list[mx.array]:
         return [a for a in (self.keys, self.values) if a is not None]
 
@@ -133,6 +145,10 @@ class ModelCache:
     @property
     def nbytes(self) -> int:
         return sum(layer.nbytes for layer in self.layers)
+
+    def snapshot(self) -> ModelCache:
+        """Return an independent copy (cheap: buffers are shared until written)."""
+        return ModelCache([layer.snapshot() for layer in self.layers])
 
     def state(self) -> list[mx.array]:
         """Return every buffer, for `mx.eval` after a lazy update."""

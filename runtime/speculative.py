@@ -13,10 +13,11 @@ from draftwise.runtime.errors import RollbackError
 from draftwise.runtime.generate import (
     GenerationChunk,
     GenerationParams,
+    Prefiller,
     Timings,
     TokenizerLike,
     check_context,
-    prefill,
+    fresh_prefill,
 )
 from draftwise.runtime.models.transformer import Transformer
 from draftwise.runtime.round import run_round
@@ -81,6 +82,7 @@ def generate_speculative(
     tuner: DraftLengthTuner,
     stats: SpeculationStats | None = None,
     timings: Timings | None = None,
+    prefiller: Prefiller = fresh_prefill,
 ) -> Iterator[GenerationChunk]:
     """Yield one chunk per round until EOS, a stop string or max_tokens.
 
@@ -93,16 +95,15 @@ def generate_speculative(
     max_tokens = check_context(target, len(prompt_ids), params.max_tokens)
     stops = StopConditions(tokenizer.decode, tokenizer.eos_token_ids, params.stop, max_tokens)
     keys = KeySequence(params.sampling.seed) if not params.sampling.greedy else None
-    cache = target.make_cache(max_rollback=tuner.max_draft + 2)
     if drafter is None:
         stats.reason_off = "no_drafter"
 
     started = time.perf_counter()
-    logits = prefill(target, cache, prompt_ids)
+    cache, logits = prefiller(target, prompt_ids, tuner.max_draft + 2)
     first = select_tokens(logits, params.sampling, keys.key(0) if keys else None)
     last_token_id = int(first.item())
     if drafter is not None:
-        drafter.start([*prompt_ids, last_token_id])
+        drafter.start([*prompt_ids, last_token_id], prefiller)
     timings.prompt_tokens = len(prompt_ids)
     timings.prefill_s = time.perf_counter() - started
 

@@ -129,7 +129,7 @@ class ScriptedDrafter:
         self.position = 0  # index into reference of the next token to propose
         self.committed: list[int] = []
 
-    def start(self, prompt_ids: Sequence[int]) -> None:
+    def start(self, prompt_ids: Sequence[int], prefiller: object = None) -> None:
         # The runner passes the prompt plus the first generated token.
         self.position = 1
         self.committed = [prompt_ids[-1]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import mlx.core as mx
 
@@ -37,8 +37,12 @@ class Drafter(Protocol):
 
     name: str
 
-    def start(self, prompt_ids: Sequence[int]) -> None:
-        """Reset for a new sequence whose first ``len(prompt_ids)`` tokens are known."""
+    def start(self, prompt_ids: Sequence[int], prefiller: Any) -> None:
+        """Reset for a new sequence whose first ``len(prompt_ids)`` tokens are known.
+
+        ``prefiller`` (a `draftwise.runtime.generate.Prefiller`) fills a model's
+        cache; drafters without a model ignore it.
+        """
         ...
 
     def propose(

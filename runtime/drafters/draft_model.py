@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import mlx.core as mx
 
 from draftwise.runtime.drafters.base import DraftProposal
-from draftwise.runtime.generate import prefill
+from draftwise.runtime.generate import Prefiller, fresh_prefill
 from draftwise.runtime.models.transformer import Transformer
 from draftwise.runtime.sampling import SamplingParams, filtered_logprobs
 
@@ -30,10 +30,12 @@ class DraftModelDrafter:
         self._round_fed_pending = 0  # pending tokens the current round fed
         self._round_fed_proposals = 0  # proposals the current round fed (k - 1)
 
-    def start(self, prompt_ids: Sequence[int]) -> None:
-        self.cache = self.model.make_cache(max_rollback=self.max_draft + 2)
+    def start(self, prompt_ids: Sequence[int], prefiller: Prefiller = fresh_prefill) -> None:
+        # The target's first token has no draft-cache entry yet: it stays pending.
         if len(prompt_ids) > 1:
-            prefill(self.model, self.cache, prompt_ids[:-1])
+            self.cache, _ = prefiller(self.model, prompt_ids[:-1], self.max_draft + 2)
+        else:
+            self.cache = self.model.make_cache(max_rollback=self.max_draft + 2)
         self._pending = [prompt_ids[-1]]
 
     def extend_pending(self, token_id: int) -> None:
