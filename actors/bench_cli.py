@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -14,14 +16,79 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--model", default="qwen2.5-coder:1.5b", metavar="NAME",
                        help="target model for the forward-pass timings")
+    bench.add_argument("--draft", default="qwen2.5-coder:0.5b", metavar="NAME",
+                       help="draft model for the speculative modes")
     bench.add_argument("--store", metavar="DIR", help="model store folder")
+    bench.add_argument("--workload", metavar="FILE", type=Path,
+                       help="JSONL workload: one {id, category, messages, max_tokens} per line")
+    bench.add_argument("--limit", type=int, metavar="N", help="run only the first N prompts")
+    bench.add_argument("--categories", metavar="LIST",
+                       help="comma-separated categories to keep (default: all)")
+    bench.add_argument("--modes", default="plain,auto", metavar="LIST",
+                       help="comma-separated modes: plain, auto, or draft lengths such as 1,2,4,8 "
+                       "(default plain,auto); plain always runs first")
+    bench.add_argument("--max-tokens", type=int, default=128, metavar="N",
+                       help="maximum new tokens per prompt (default 128)")
+    bench.add_argument("--out", metavar="DIR", type=Path, default=Path("bench-out"),
+                       help="folder for results.json and plot.png (default bench-out)")
     bench.set_defaults(func=_run_bench)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
     if args.what == "kernel":
         return _run_kernel_bench(args)
-    raise ValueError("bench needs 'kernel' or --workload FILE")
+    if args.workload is None:
+        raise ValueError("bench needs 'kernel' or --workload FILE")
+    return _run_workload_bench(args)
+
+
+def _run_workload_bench(args: argparse.Namespace) -> int:
+    from draftwise.actors.bench_workload import machine_info, read_workload, run_workload, write_plot
+    from draftwise.runtime.engine import Engine
+    from draftwise.runtime.language_model import load_language_model
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = ["plain"] + [m for m in modes if m != "plain"]
+    categories = args.categories.split(",") if args.categories else None
+    rows = read_workload(args.workload, args.limit, categories)
+    target = load_language_model(args.model, store_dir=args.store)
+    draft = load_language_model(args.draft, store_dir=args.store) if args.draft else None
+    engine = Engine(target, draft)
+    results = run_workload(engine, rows, modes, args.max_tokens)
+    results.update(
+        {
+            "modes": modes,
+            "model": args.model,
+            "draft": args.draft,
+            "workload": str(args.workload),
+            "max_tokens": args.max_tokens,
+            "command": " ".join(sys.argv),
+            "machine": machine_info(),
+        }
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    plotted = write_plot(results, args.out / "plot.png")
+    _print_summary(results)
+    differing = [r for r in results["runs"] if r["identical_to_plain"] is False]
+    for run in differing:
+        print(f"DIFFERENT from plain: {run['id']} mode {run['mode']} at token {run['first_divergence']}")
+    print(f"wrote {args.out / 'results.json'}" + (f" and {args.out / 'plot.png'}" if plotted else ""))
+    return 1 if differing else 0
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    print(f"{'category':<12} {'mode':<6} {'prompts':>7} {'tok/s':>8} {'speedup':>8} "
+          f"{'accept':>7} {'identical':>9}")
+    for category, modes in results["summary"].items():
+        for mode in results["modes"]:
+            entry = modes.get(mode)
+            if entry is None:
+                continue
+            speedup = entry["speedup_vs_plain"]
+            print(f"{category:<12} {mode:<6} {entry['prompts']:>7} "
+                  f"{entry['decode_tokens_per_s']:>8.2f} {speedup or 0:>7.2f}x "
+                  f"{entry['acceptance_rate']:>7.2f} {entry['identical']:>9}")
 
 
 def _run_kernel_bench(args: argparse.Namespace) -> int:

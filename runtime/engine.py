@@ -8,7 +8,14 @@ from typing import Any
 
 from draftwise.runtime.drafters.draft_model import DraftModelDrafter
 from draftwise.runtime.errors import GenerationError
-from draftwise.runtime.generate import GenerationChunk, GenerationParams, Timings, generate_plain
+from draftwise.runtime.generate import (
+    GenerationChunk,
+    GenerationParams,
+    Prefiller,
+    Timings,
+    fresh_prefill,
+    generate_plain,
+)
 from draftwise.runtime.language_model import LanguageModel, check_draft_compatible
 from draftwise.runtime.speculative import SpeculationStats, generate_speculative
 from draftwise.runtime.tuner import DraftLengthTuner
@@ -67,6 +74,7 @@ class Engine:
         params: GenerationParams,
         speculation: str | int = "auto",
         record: GenerationRecord | None = None,
+        prefiller: Prefiller = fresh_prefill,
     ) -> Iterator[GenerationChunk]:
         """Stream chunks for ``prompt_ids``; ``record`` collects the totals."""
         speculation = parse_speculation(speculation)
@@ -74,7 +82,9 @@ class Engine:
         record.prompt_tokens = len(prompt_ids)
         tokenizer = self.target.tokenizer
         if speculation == "off" or (self.draft is None and speculation == "auto"):
-            chunks = generate_plain(self.target.model, tokenizer, prompt_ids, params, record.timings)
+            chunks = generate_plain(
+                self.target.model, tokenizer, prompt_ids, params, record.timings, prefiller
+            )
         else:
             if self.draft is None:
                 raise GenerationError(
@@ -86,7 +96,7 @@ class Engine:
             drafter = DraftModelDrafter(self.draft.model, max_draft=tuner.max_draft)
             chunks = generate_speculative(
                 self.target.model, drafter, tokenizer, prompt_ids, params, tuner,
-                record.speculation, record.timings,
+                record.speculation, record.timings, prefiller,
             )
         for chunk in chunks:
             record.token_ids.extend(chunk.token_ids)
