@@ -8,7 +8,7 @@ from draftwise.runtime.engine import Engine, GenerationRecord
 from draftwise.runtime.errors import TokenizerMismatchError
 from draftwise.runtime.generate import GenerationParams, PrefixCachePrefiller
 
-from .conftest import load_or_skip
+from real_models import load_or_skip
 
 PROMPTS = [
     "Write a Python function that checks whether a string is a palindrome.",
