@@ -1,0 +1,70 @@
+#include "cpu_features.h"
+
+#include <stdexcept>
+
+namespace draftwise {
+namespace {
+
+// GCC's and Clang's __builtin_cpu_supports also check that the OS saves the
+// wider registers (XCR0), so a true answer means the instructions can run.
+bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx512() {
+#if defined(DRAFTWISE_AVX512_SIMDE)
+  return true;  // emulated: runs on any CPU
+#elif defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+std::vector<const KernelVariant*> usable_variants() {
+  std::vector<const KernelVariant*> variants;
+#if defined(DRAFTWISE_HAVE_AVX512)
+  if (cpu_has_avx512()) {
+    variants.push_back(&kAvx512F32);
+  }
+#endif
+#if defined(DRAFTWISE_HAVE_AVX2)
+  if (cpu_has_avx2()) {
+    variants.push_back(&kAvx2F32);
+  }
+#endif
+  variants.push_back(&kScalarF32);
+  return variants;
+}
+
+const KernelVariant& default_variant() {
+  static const KernelVariant* chosen = usable_variants().front();
+  return *chosen;
+}
+
+std::string isa_of(const KernelVariant& variant) {
+  const std::string name = variant.name;
+  return name.substr(0, name.find('_'));
+}
+
+const KernelVariant& variant_for_isa(const std::string& isa) {
+  std::string usable;
+  for (const KernelVariant* variant : usable_variants()) {
+    if (isa_of(*variant) == isa) {
+      return *variant;
+    }
+    usable += (usable.empty() ? "" : ", ") + isa_of(*variant);
+  }
+  throw std::invalid_argument("quantized_matmul: ISA '" + isa +
+                              "' is not compiled in or not supported by this CPU; usable: " +
+                              usable);
+}
+
+}  // namespace draftwise

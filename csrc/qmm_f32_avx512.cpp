@@ -1,0 +1,101 @@
+// Quantized matmul with float32 math on AVX-512 F/BW/VL/DQ (16 lanes).
+// Compiled with the AVX-512 flags; selected at run time only when the CPU and
+// the OS support them. With DRAFTWISE_AVX512_SIMDE the same code is built on
+// SIMDe's portable AVX-512 emulation, so its logic can be tested on CPUs
+// without AVX-512 (slowly; never for production builds).
+#if defined(DRAFTWISE_AVX512_SIMDE)
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#else
+#include <immintrin.h>
+#endif
+
+#include <array>
+#include <cstdint>
+#include <utility>
+
+#include "qmm_problem.h"
+
+namespace draftwise {
+namespace {
+
+// Byte shuffle that gives lane e the two bytes holding bits
+// [e * bits, e * bits + bits) of the vector's 2 * bits bytes, which are
+// broadcast to all four 128-bit lanes. Index -128 writes zero.
+constexpr std::array<int8_t, 64> make_shuffle(int bits) {
+  std::array<int8_t, 64> control{};
+  for (int i = 0; i < 64; ++i) {
+    const int element = (i / 16) * 4 + (i % 16) / 4;
+    const int first = (element * bits) / 8;
+    const int part = i % 4;
+    control[i] = part == 0 ? first : part == 1 ? first + 1 : -128;
+  }
+  return control;
+}
+
+struct Isa {
+  using Vec = __m512;
+  static constexpr int kLanes = 16;
+  static constexpr int kInlineMaxRows = 4;
+  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 4, 4, 4, 4};
+  static constexpr int kInlineChunk = 32;
+  static constexpr int kTileMR = 4;
+  static constexpr int kTileNR = 6;
+  static constexpr int kTileColumns = 24;
+  static constexpr int kSlab = 256;
+  static constexpr int kRowBlock = 64;
+
+  static Vec zero() { return _mm512_setzero_ps(); }
+  static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+  static Vec broadcast(float f) { return _mm512_set1_ps(f); }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+
+  // (low 8 lanes + high 8 lanes), then the 8-lane tree of the AVX2 variant.
+  static float hsum(Vec v) {
+    const __m256 low = _mm512_castps512_ps256(v);
+    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    const __m256 eight = _mm256_add_ps(low, high);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
+
+  template <int Bits, int J>
+  static Vec unpack(const uint8_t* block) {
+    static_assert(J >= 0 && J < 2, "a 32-element block holds two 16-lane vectors");
+    __m512i q;
+    if constexpr (Bits == 8) {
+      q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * J)));
+    } else {
+      // The masked load reads exactly the vector's 2 * Bits bytes, so nothing
+      // past the weight buffer is touched.
+      constexpr uint16_t kLoadMask = static_cast<uint16_t>((1u << (2 * Bits)) - 1u);
+      constexpr std::array<int8_t, 64> kControl = make_shuffle(Bits);
+      const __m128i bytes = _mm_maskz_loadu_epi8(kLoadMask, block + 2 * Bits * J);
+      const __m512i control = _mm512_loadu_si512(kControl.data());
+      const __m512i shifts = _mm512_setr_epi32(
+          0, Bits % 8, (2 * Bits) % 8, (3 * Bits) % 8, (4 * Bits) % 8, (5 * Bits) % 8,
+          (6 * Bits) % 8, (7 * Bits) % 8, (8 * Bits) % 8, (9 * Bits) % 8, (10 * Bits) % 8,
+          (11 * Bits) % 8, (12 * Bits) % 8, (13 * Bits) % 8, (14 * Bits) % 8, (15 * Bits) % 8);
+      const __m512i spread = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(bytes), control);
+      q = _mm512_and_si512(_mm512_srlv_epi32(spread, shifts),
+                           _mm512_set1_epi32((1 << Bits) - 1));
+    }
+    return _mm512_cvtepi32_ps(q);
+  }
+};
+
+#include "qmm_f32_simd.h"
+
+}  // namespace
+
+extern const KernelVariant kAvx512F32 = {
+    "avx512_f32",
+    simd_column_chunk,
+    simd_scratch_floats,
+    simd_run,
+};
+
+}  // namespace draftwise

@@ -1,0 +1,201 @@
+#include "qmm_op.h"
+
+#include <cstdlib>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+
+#include "cpu_features.h"
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/utils.h"
+#include "thread_pool.h"
+
+namespace draftwise {
+namespace {
+
+bool bits_supported(int bits) {
+  return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8;
+}
+
+bool group_size_supported(int group_size) {
+  return group_size == 32 || group_size == 64 || group_size == 128;
+}
+
+std::string shape_string(const mx::Shape& shape) {
+  std::ostringstream text;
+  text << "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    text << (i ? ", " : "") << shape[i];
+  }
+  text << (shape.size() == 1 ? ",)" : ")");
+  return text.str();
+}
+
+std::string dtype_string(mx::Dtype dtype) {
+  std::ostringstream text;
+  text << dtype;
+  return text.str();
+}
+
+[[noreturn]] void reject(const std::string& message) {
+  throw std::invalid_argument("quantized_matmul: " + message);
+}
+
+void check_arguments(const mx::array& x, const mx::array& weight, const mx::array& scales,
+                     const mx::array& biases, int bits, int group_size) {
+  if (!bits_supported(bits)) {
+    reject("bits=" + std::to_string(bits) + " is not supported; use 2, 3, 4, 5, 6 or 8");
+  }
+  if (!group_size_supported(group_size)) {
+    reject("group_size=" + std::to_string(group_size) +
+           " is not supported; use 32, 64 or 128");
+  }
+  if (x.dtype() != mx::float32) {
+    reject("x must be float32, got " + dtype_string(x.dtype()) +
+           "; convert it with x.astype(mx.float32)");
+  }
+  if (x.ndim() < 1) {
+    reject("x must have at least one dimension, got a scalar");
+  }
+  if (weight.dtype() != mx::uint32 || weight.ndim() != 2) {
+    reject("weight must be a 2-D uint32 array as mx.quantize returns, got " +
+           dtype_string(weight.dtype()) + " of shape " + shape_string(weight.shape()));
+  }
+  const int64_t n = weight.shape(0);
+  const int64_t k = static_cast<int64_t>(weight.shape(1)) * 32 / bits;
+  if (x.shape(-1) != k) {
+    reject("x has K=" + std::to_string(x.shape(-1)) + " columns but the " +
+           std::to_string(bits) + "-bit weight of shape " + shape_string(weight.shape()) +
+           " holds K=" + std::to_string(k) + "; check bits and the weight's orientation");
+  }
+  if (k % group_size != 0) {
+    reject("K=" + std::to_string(k) + " is not a multiple of group_size=" +
+           std::to_string(group_size));
+  }
+  const mx::Shape group_shape = {static_cast<int>(n), static_cast<int>(k / group_size)};
+  for (const auto* part : {&scales, &biases}) {
+    const char* label = part == &scales ? "scales" : "biases";
+    if (part->dtype() != mx::float32) {
+      reject(std::string(label) + " must be float32, got " + dtype_string(part->dtype()));
+    }
+    if (part->shape() != group_shape) {
+      reject(std::string(label) + " has shape " + shape_string(part->shape()) + ", expected " +
+             shape_string(group_shape) + " for group_size=" + std::to_string(group_size));
+    }
+  }
+}
+
+// 64-byte aligned scratch memory, one buffer per pool thread, grown on demand.
+struct ScratchBuffer {
+  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
+  size_t floats = 0;
+
+  float* reserve(size_t wanted) {
+    if (wanted > floats) {
+      const size_t bytes = (wanted * sizeof(float) + 63) / 64 * 64;
+      data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+      if (!data) {
+        throw std::bad_alloc();
+      }
+      floats = wanted;
+    }
+    return data.get();
+  }
+};
+
+}  // namespace
+
+void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& problem) {
+  if (problem.m == 0 || problem.n == 0) {
+    return;
+  }
+  ThreadPool& pool = ThreadPool::global();
+  // Only one run uses the pool at a time, so the buffers are not shared.
+  static std::vector<ScratchBuffer> scratch;
+  static std::mutex scratch_mutex;
+  std::lock_guard<std::mutex> lock(scratch_mutex);
+  scratch.resize(pool.size());
+  const size_t scratch_floats = variant.scratch_floats(problem);
+  std::vector<float*> buffers(pool.size());
+  for (int t = 0; t < pool.size(); ++t) {
+    buffers[t] = scratch[t].reserve(scratch_floats);
+  }
+
+  const int64_t chunk = variant.column_chunk(problem);
+  const int64_t tasks = (problem.n + chunk - 1) / chunk;
+  pool.run(tasks, [&](int64_t task, int thread) {
+    const int64_t n_begin = task * chunk;
+    const int64_t n_end = n_begin + chunk < problem.n ? n_begin + chunk : problem.n;
+    variant.run(problem, n_begin, n_end, buffers[thread]);
+  });
+}
+
+mx::array quantized_matmul(const mx::array& x, const mx::array& weight, const mx::array& scales,
+                           const mx::array& biases, int bits, int group_size,
+                           const std::string& isa, mx::StreamOrDevice s) {
+  check_arguments(x, weight, scales, biases, bits, group_size);
+  const KernelVariant& variant = isa.empty() ? default_variant() : variant_for_isa(isa);
+  const mx::Stream stream = mx::to_stream(s, mx::Device::cpu);
+  if (stream.device != mx::Device::cpu) {
+    reject("runs on the CPU only; pass stream=mx.cpu");
+  }
+  mx::Shape out_shape = x.shape();
+  out_shape.back() = weight.shape(0);
+  // Contiguous is free for arrays that already are; slices and broadcasts
+  // are copied before the kernel reads them as dense rows.
+  std::vector<mx::array> inputs = {
+      mx::contiguous(x, false, stream), mx::contiguous(weight, false, stream),
+      mx::contiguous(scales, false, stream), mx::contiguous(biases, false, stream)};
+  return mx::array(out_shape, mx::float32,
+                   std::make_shared<QuantizedMatmulRows>(stream, bits, group_size, variant),
+                   std::move(inputs));
+}
+
+void QuantizedMatmulRows::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  const mx::array& x = inputs[0];
+  const mx::array& weight = inputs[1];
+  const mx::array& scales = inputs[2];
+  const mx::array& biases = inputs[3];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(x);
+  encoder.set_input_array(weight);
+  encoder.set_input_array(scales);
+  encoder.set_input_array(biases);
+  encoder.set_output_array(out);
+  encoder.dispatch([x = mx::array::unsafe_weak_copy(x),
+                    weight = mx::array::unsafe_weak_copy(weight),
+                    scales = mx::array::unsafe_weak_copy(scales),
+                    biases = mx::array::unsafe_weak_copy(biases),
+                    out = mx::array::unsafe_weak_copy(out), bits = bits_,
+                    group_size = group_size_, &variant = variant_]() mutable {
+    int64_t m = 1;
+    for (int axis = 0; axis + 1 < x.ndim(); ++axis) {
+      m *= x.shape(axis);
+    }
+    const QmmProblem problem{x.data<float>(),      weight.data<uint32_t>(), scales.data<float>(),
+                             biases.data<float>(), out.data<float>(),       m,
+                             weight.shape(0),      x.shape(-1),             bits,
+                             group_size};
+    run_quantized_matmul(variant, problem);
+  });
+}
+
+void QuantizedMatmulRows::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  throw std::runtime_error("DraftwiseQuantizedMatmul has no GPU implementation; use mx.cpu");
+}
+
+bool QuantizedMatmulRows::is_equivalent(const mx::Primitive& other) const {
+  const auto& rhs = static_cast<const QuantizedMatmulRows&>(other);
+  return bits_ == rhs.bits_ && group_size_ == rhs.group_size_ && &variant_ == &rhs.variant_;
+}
+
+std::vector<mx::Shape> QuantizedMatmulRows::output_shapes(const std::vector<mx::array>& inputs) {
+  mx::Shape shape = inputs[0].shape();
+  shape.back() = inputs[1].shape(0);
+  return {shape};
+}
+
+}  // namespace draftwise
