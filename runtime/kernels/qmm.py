@@ -1,0 +1,98 @@
+"""Quantized matmul for decode, verify and prefill: the C++ kernel, or MLX's own.
+
+The kernel (`draftwise.runtime.kernels._qmm`, built from csrc/) computes every
+output row with the same float operations in the same order whatever the
+number of rows in the call, so verifying k draft tokens in one pass yields
+bit-for-bit the logits of k single-token decode steps. MLX's own
+`mx.quantized_matmul` is the fallback: it is also row-by-row on the CPU, but
+far slower there, and its results differ from the kernel's in the last bits.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+import mlx.core as mx
+import structlog
+from draftwise.runtime.weights import QuantizedTensor
+
+log = structlog.get_logger(__name__)
+
+# "off" forces MLX's quantized matmul (tests and benchmarks compare both).
+KERNEL_ENV = "DRAFTWISE_KERNEL"
+
+
+def _import_extension() -> tuple[ModuleType | None, str | None]:
+    try:
+        from draftwise.runtime.kernels import _qmm
+    except ImportError as exc:
+        return None, (
+            f"the extension draftwise.runtime.kernels._qmm is not importable ({exc}); "
+            "reinstall with `pip install -v .` and read the CMake output"
+        )
+    return _qmm, None
+
+
+_EXTENSION, _IMPORT_ERROR = _import_extension()
+_logged: set[str] = set()
+
+
+def _unavailable_reason() -> str | None:
+    if os.environ.get(KERNEL_ENV, "").strip().lower() == "off":
+        return f"{KERNEL_ENV}=off"
+    return _IMPORT_ERROR
+
+
+def _log_once(key: str, level: str, event: str, **fields: Any) -> None:
+    if key in _logged:
+        return
+    _logged.add(key)
+    getattr(log, level)(event, **fields)
+
+
+def kernel_info() -> dict[str, Any]:
+    """Return which implementation `quantized_matmul` uses now.
+
+    Keys: ``available`` (the C++ kernel is used), ``isa`` (``"avx512"``,
+    ``"avx2"``, ``"scalar"``, or ``"mlx"`` for the fallback), ``threads``,
+    and ``reason`` when the kernel is not used.
+    """
+    reason = _unavailable_reason()
+    if reason is not None or _EXTENSION is None:
+        return {"available": False, "isa": "mlx", "threads": 1, "reason": reason}
+    return {
+        "available": True,
+        "isa": _EXTENSION.default_isa(),
+        "threads": _EXTENSION.num_threads(),
+    }
+
+
+def quantized_matmul(x: mx.array, w: QuantizedTensor) -> mx.array:
+    """Return ``x @ w.dequantize().T`` lazily: float32 ``[..., w.shape[0]]``.
+
+    ``x`` is float32 ``[..., w.shape[1]]`` with any number of rows. With the
+    kernel, each output row is bit-identical whatever the row count and the
+    row's position in the batch. Raises ValueError naming the invalid value
+    (dtype, K mismatch, bits outside 2, 3, 4, 5, 6, 8, group size outside 32,
+    64, 128). Without the kernel, it logs ``verify_kernel_unavailable`` once
+    and returns MLX's ``mx.quantized_matmul``.
+    """
+    reason = _unavailable_reason()
+    if reason is None and _EXTENSION is not None:
+        result: mx.array = _EXTENSION.quantized_matmul(
+            x, w.weight, w.scales, w.biases, w.bits, w.group_size
+        )
+        _log_once("selected", "info", "verify_kernel_selected", **kernel_info())
+        return result
+    _log_once("unavailable", "warning", "verify_kernel_unavailable", reason=reason)
+    return mx.quantized_matmul(
+        x,
+        w.weight,
+        w.scales,
+        w.biases,
+        transpose=True,
+        group_size=w.group_size,
+        bits=w.bits,
+    )
