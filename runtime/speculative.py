@@ -138,8 +138,9 @@ def generate_speculative(
                 stats.reason_off = f"draft_rollback_failed: {error}"
                 drafter = None
         last_token_id = kept[-1]
-        tuner.record(k, outcome.num_accepted, outcome.elapsed_s)
-        stats.record(k, outcome.num_accepted, outcome.elapsed_s)
+        num_drafted = len(outcome.draft_token_ids)  # a drafter may propose fewer than k
+        tuner.record(num_drafted, outcome.num_accepted, outcome.elapsed_s)
+        stats.record(num_drafted, outcome.num_accepted, outcome.elapsed_s)
         stats.host_s += time.perf_counter() - host_started
         timings.generated_tokens += len(kept)
         timings.decode_s = time.perf_counter() - started

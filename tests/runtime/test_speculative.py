@@ -251,3 +251,17 @@ def test_rollback_shortfall_turns_speculation_off(target):
     assert spec_tokens(target, drafter, DraftLengthTuner(fixed=3), params, stats=stats) == reference
     assert stats.reason_off is not None
     assert stats.reason_off.startswith("draft_rollback_failed")
+
+
+@pytest.mark.parametrize("k", [1, 4, 8])
+def test_greedy_ngram_drafter_matches_plain(target, k):
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    # A prompt that repeats itself gives the n-gram drafter matches to copy.
+    prompt = TOKENIZER.encode("x = 1\ny = 2\nx = 1\ny = 2\nx = 1\n")
+    params = GenerationParams(max_tokens=40)
+    reference = plain_tokens(target, params, prompt=prompt)
+    stats = SpeculationStats()
+    tokens = spec_tokens(target, NgramDrafter(), DraftLengthTuner(fixed=k), params, prompt, stats)
+    assert tokens == reference
+    assert stats.num_drafted > 0
