@@ -98,17 +98,25 @@ class FakeServer:
         connection = _Connection(stream)
         decoder = FrameDecoder()
         async with stream, trio.open_nursery() as nursery:
-            while data := await stream.receive_some(65536):
-                try:
-                    decoder.feed(data)
-                    for body in decoder.frames():
-                        await self._on_body(body, connection, nursery)
-                except ProtocolError as exc:
-                    await self._send(
-                        connection, ErrorReply(request_id=None, code=exc.code, message=exc.message)
-                    )
-                    break
+            try:
+                await self._receive_requests(connection, decoder, nursery)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                # The "kill" script closed the stream, or the client went away.
+                pass
             nursery.cancel_scope.cancel()
+
+    async def _receive_requests(
+        self, connection: _Connection, decoder: FrameDecoder, nursery: trio.Nursery
+    ) -> None:
+        while data := await connection.stream.receive_some(65536):
+            try:
+                decoder.feed(data)
+                for body in decoder.frames():
+                    await self._on_body(body, connection, nursery)
+            except ProtocolError as exc:
+                error = ErrorReply(request_id=None, code=exc.code, message=exc.message)
+                await self._send(connection, error)
+                return
 
     async def _on_body(self, body: bytes, connection: _Connection, nursery: trio.Nursery) -> None:
         try:
@@ -335,4 +343,8 @@ class FakeServer:
 
     async def _send_raw(self, connection: _Connection, frame: bytes) -> None:
         async with connection.send_lock:
-            await connection.stream.send_all(frame)
+            try:
+                await connection.stream.send_all(frame)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                # A client that closed its connection gets no more replies, as from a real server.
+                pass

@@ -110,7 +110,7 @@ def test_frame_decoder_well_framed_garbage_keeps_every_frame(
             pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(message=_message_like(REQUEST_TYPES))
 def test_decode_request_message_like_maps(message: dict[Any, Any]) -> None:
     body = msgspec.msgpack.encode(message)
@@ -124,7 +124,7 @@ def test_decode_request_message_like_maps(message: dict[Any, Any]) -> None:
     assert msgspec.msgpack.decode(encode_frame(request)[4:], type=Request) == request
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(message=_message_like(REPLY_TYPES))
 def test_decode_reply_message_like_maps(message: dict[Any, Any]) -> None:
     body = msgspec.msgpack.encode(message)
