@@ -34,3 +34,7 @@ class RollbackError(DraftwiseError):
 
 class GenerationError(DraftwiseError):
     """Invalid generation parameters, such as a negative temperature."""
+
+
+class ChatTemplateError(DraftwiseError):
+    """A chat template that is missing, invalid, or rejects the messages."""
