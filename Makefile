@@ -33,8 +33,12 @@ run: install
 lint: install
 	$(BIN)/ruff check runtime actors protocol tests
 
+# mypy cannot follow setuptools' package-dir mapping, so it reads the
+# packages through a folder of symlinks laid out as the installed names.
 typecheck: install
-	$(BIN)/mypy runtime actors protocol
+	mkdir -p build/mypy/draftwise
+	for d in runtime actors protocol; do ln -sfn ../../../$$d build/mypy/draftwise/$$d; done
+	MYPYPATH=build/mypy $(BIN)/mypy -p draftwise.runtime -p draftwise.actors -p draftwise.protocol
 
 test: install lint typecheck
 	$(BIN)/python -m pytest -ra

@@ -11,26 +11,57 @@ from typing import Any
 
 def add_bench_command(subparsers: Any) -> None:
     bench = subparsers.add_parser("bench", help="benchmark the verify kernel or a workload")
-    bench.add_argument("what", nargs="?", choices=["kernel"],
-                       help="kernel: time the quantized matmul and the target forward pass")
+    bench.add_argument(
+        "what",
+        nargs="?",
+        choices=["kernel"],
+        help="kernel: time the quantized matmul and the target forward pass",
+    )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
-    bench.add_argument("--model", default="qwen2.5-coder:1.5b", metavar="NAME",
-                       help="target model for the forward-pass timings")
-    bench.add_argument("--draft", default="qwen2.5-coder:0.5b", metavar="NAME",
-                       help="draft model for the speculative modes")
+    bench.add_argument(
+        "--model",
+        default="qwen2.5-coder:1.5b",
+        metavar="NAME",
+        help="target model for the forward-pass timings",
+    )
+    bench.add_argument(
+        "--draft",
+        default="qwen2.5-coder:0.5b",
+        metavar="NAME",
+        help="draft model for the speculative modes",
+    )
     bench.add_argument("--store", metavar="DIR", help="model store folder")
-    bench.add_argument("--workload", metavar="FILE", type=Path,
-                       help="JSONL workload: one {id, category, messages, max_tokens} per line")
+    bench.add_argument(
+        "--workload",
+        metavar="FILE",
+        type=Path,
+        help="JSONL workload: one {id, category, messages, max_tokens} per line",
+    )
     bench.add_argument("--limit", type=int, metavar="N", help="run only the first N prompts")
-    bench.add_argument("--categories", metavar="LIST",
-                       help="comma-separated categories to keep (default: all)")
-    bench.add_argument("--modes", default="plain,auto", metavar="LIST",
-                       help="comma-separated modes: plain, auto, or draft lengths such as 1,2,4,8 "
-                       "(default plain,auto); plain always runs first")
-    bench.add_argument("--max-tokens", type=int, default=128, metavar="N",
-                       help="maximum new tokens per prompt (default 128)")
-    bench.add_argument("--out", metavar="DIR", type=Path, default=Path("bench-out"),
-                       help="folder for results.json and plot.png (default bench-out)")
+    bench.add_argument(
+        "--categories", metavar="LIST", help="comma-separated categories to keep (default: all)"
+    )
+    bench.add_argument(
+        "--modes",
+        default="plain,auto",
+        metavar="LIST",
+        help="comma-separated modes: plain, auto, or draft lengths such as 1,2,4,8 "
+        "(default plain,auto); plain always runs first",
+    )
+    bench.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        metavar="N",
+        help="maximum new tokens per prompt (default 128)",
+    )
+    bench.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=Path("bench-out"),
+        help="folder for results.json and plot.png (default bench-out)",
+    )
     bench.set_defaults(func=_run_bench)
 
 
@@ -43,7 +74,12 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_workload_bench(args: argparse.Namespace) -> int:
-    from draftwise.actors.bench_workload import machine_info, read_workload, run_workload, write_plot
+    from draftwise.actors.bench_workload import (
+        machine_info,
+        read_workload,
+        run_workload,
+        write_plot,
+    )
     from draftwise.runtime.engine import Engine
     from draftwise.runtime.language_model import load_language_model
 
@@ -72,23 +108,32 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
     _print_summary(results)
     differing = [r for r in results["runs"] if r["identical_to_plain"] is False]
     for run in differing:
-        print(f"DIFFERENT from plain: {run['id']} mode {run['mode']} at token {run['first_divergence']}")
-    print(f"wrote {args.out / 'results.json'}" + (f" and {args.out / 'plot.png'}" if plotted else ""))
+        print(
+            f"DIFFERENT from plain: {run['id']} mode {run['mode']} "
+            f"at token {run['first_divergence']}"
+        )
+    print(
+        f"wrote {args.out / 'results.json'}" + (f" and {args.out / 'plot.png'}" if plotted else "")
+    )
     return 1 if differing else 0
 
 
 def _print_summary(results: dict[str, Any]) -> None:
-    print(f"{'category':<12} {'mode':<6} {'prompts':>7} {'tok/s':>8} {'speedup':>8} "
-          f"{'accept':>7} {'identical':>9}")
+    print(
+        f"{'category':<12} {'mode':<6} {'prompts':>7} {'tok/s':>8} {'speedup':>8} "
+        f"{'accept':>7} {'identical':>9}"
+    )
     for category, modes in results["summary"].items():
         for mode in results["modes"]:
             entry = modes.get(mode)
             if entry is None:
                 continue
             speedup = entry["speedup_vs_plain"]
-            print(f"{category:<12} {mode:<6} {entry['prompts']:>7} "
-                  f"{entry['decode_tokens_per_s']:>8.2f} {speedup or 0:>7.2f}x "
-                  f"{entry['acceptance_rate']:>7.2f} {entry['identical']:>9}")
+            print(
+                f"{category:<12} {mode:<6} {entry['prompts']:>7} "
+                f"{entry['decode_tokens_per_s']:>8.2f} {speedup or 0:>7.2f}x "
+                f"{entry['acceptance_rate']:>7.2f} {entry['identical']:>9}"
+            )
 
 
 def _run_kernel_bench(args: argparse.Namespace) -> int:
@@ -100,8 +145,13 @@ def _run_kernel_bench(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         for shape in shapes:
-            print(f"{shape['name']}: {shape['n']}x{shape['k']} {shape['bits']}-bit g{shape['group_size']}")
+            print(
+                f"{shape['name']}: {shape['n']}x{shape['k']} "
+                f"{shape['bits']}-bit g{shape['group_size']}"
+            )
             for row in shape["rows"]:
-                print(f"  m={row['m']:>4}  kernel {row['kernel_ms']:8.3f} ms  "
-                      f"mlx {row['mlx_quantized_ms']:8.3f} ms  float32 {row['float32_ms']:8.3f} ms")
+                print(
+                    f"  m={row['m']:>4}  kernel {row['kernel_ms']:8.3f} ms  "
+                    f"mlx {row['mlx_quantized_ms']:8.3f} ms  float32 {row['float32_ms']:8.3f} ms"
+                )
     return 0

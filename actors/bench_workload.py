@@ -15,7 +15,9 @@ from draftwise.runtime.engine import Engine, GenerationRecord, parse_speculation
 from draftwise.runtime.generate import GenerationParams, PrefixCachePrefiller
 
 
-def read_workload(path: Path, limit: int | None, categories: list[str] | None) -> list[dict[str, Any]]:
+def read_workload(
+    path: Path, limit: int | None, categories: list[str] | None
+) -> list[dict[str, Any]]:
     """Read a JSONL workload of ``{"id", "category", "messages", "max_tokens"}`` rows."""
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -63,7 +65,8 @@ def run_workload(
                 f"[{index}/{len(rows)}] {row.get('id')} {mode}: "
                 f"{run['decode_tokens_per_s']:.2f} tok/s, acceptance {run['acceptance_rate']:.2f}, "
                 f"identical {run['identical_to_plain']}",
-                file=log, flush=True,
+                file=log,
+                flush=True,
             )
     return {"runs": runs, "summary": summarize(runs, modes)}
 
@@ -81,7 +84,7 @@ def _run_entry(
     divergence = None
     if identical is False and plain_ids is not None:
         divergence = next(
-            (i for i, (a, b) in enumerate(zip(record.token_ids, plain_ids)) if a != b),
+            (i for i, (a, b) in enumerate(zip(record.token_ids, plain_ids, strict=False)) if a != b),
             min(len(record.token_ids), len(plain_ids)),
         )
     return {
@@ -105,7 +108,10 @@ def _run_entry(
 
 
 def summarize(runs: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
-    """Per category and mode: decode tokens/s (total tokens over total time), speedup, acceptance."""
+    """Summarize per category and mode: decode tokens/s, speedup and acceptance.
+
+    Tokens/s is total decoded tokens over total decode time, so long runs weigh more.
+    """
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         grouped[(run["category"], run["mode"])].append(run)
@@ -155,7 +161,10 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_plot(results: dict[str, Any], path: Path) -> bool:
-    """Draw tokens/s per mode and category, acceptance, and k over time; False without matplotlib."""
+    """Draw tokens/s and acceptance per mode and category, and k over time.
+
+    Returns False, drawing nothing, when matplotlib is not installed.
+    """
     try:
         import matplotlib
 

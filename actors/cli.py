@@ -19,36 +19,73 @@ DEFAULT_PROMPT = "Write a Python function that checks whether a string is a pali
 
 def _add_model_options(parser: argparse.ArgumentParser, *, draft_default: str | None) -> None:
     parser.add_argument(
-        "--model", default=DEFAULT_TARGET, metavar="NAME",
-        help=f"target model: catalogue name, GGUF file or safetensors folder (default {DEFAULT_TARGET})",
+        "--model",
+        default=DEFAULT_TARGET,
+        metavar="NAME",
+        help="target model: catalogue name, GGUF file or safetensors folder "
+        f"(default {DEFAULT_TARGET})",
     )
     parser.add_argument(
-        "--draft", default=draft_default, metavar="NAME",
+        "--draft",
+        default=draft_default,
+        metavar="NAME",
         help="draft model for speculative decoding, same tokenizer as the target"
         + (f" (default {draft_default})" if draft_default else " (default: none)"),
     )
     parser.add_argument("--store", metavar="DIR", type=Path, help="model store folder")
     parser.add_argument(
-        "--policy", default="auto", choices=["auto", "float32", "float32-all"],
+        "--policy",
+        default="auto",
+        choices=["auto", "float32", "float32-all"],
         help="weight policy: auto keeps GGUF quantization (Q6_K becomes 8-bit), float32 "
         "dequantizes tensors that MLX cannot hold exactly, float32-all dequantizes everything",
     )
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-tokens", type=int, default=256, metavar="N",
-                        help="maximum number of tokens to generate (default 256)")
-    parser.add_argument("--temperature", type=float, default=0.0, metavar="T",
-                        help="sampling temperature; 0 selects greedy decoding (default 0)")
-    parser.add_argument("--top-k", type=int, default=0, metavar="K",
-                        help="sample only among the K most likely tokens; 0 disables (default 0)")
-    parser.add_argument("--top-p", type=float, default=1.0, metavar="P",
-                        help="sample from the smallest set of tokens whose probability reaches P "
-                        "(default 1.0: disabled)")
-    parser.add_argument("--seed", type=int, default=None, metavar="S",
-                        help="random seed for sampling (default: random)")
-    parser.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                        help="stop before this text; repeat for several stop strings")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=256,
+        metavar="N",
+        help="maximum number of tokens to generate (default 256)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="sampling temperature; 0 selects greedy decoding (default 0)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=0,
+        metavar="K",
+        help="sample only among the K most likely tokens; 0 disables (default 0)",
+    )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        metavar="P",
+        help="sample from the smallest set of tokens whose probability reaches P "
+        "(default 1.0: disabled)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="random seed for sampling (default: random)",
+    )
+    parser.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop before this text; repeat for several stop strings",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,23 +93,38 @@ def build_parser() -> argparse.ArgumentParser:
         prog="draftwise",
         description="Speculative-decoding inference runtime for local coding models.",
     )
-    parser.add_argument("--log-level", default=None, metavar="LEVEL",
-                        help="log level: debug, info, warning or error (default warning)")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        metavar="LEVEL",
+        help="log level: debug, info, warning or error (default warning)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = subparsers.add_parser("generate", help="generate text from a prompt or messages")
     _add_model_options(generate, draft_default=None)
     _add_sampling_options(generate)
-    generate.add_argument("--speculation", default="auto", metavar="MODE",
-                          help="auto (tuned draft length), off, or a fixed draft length 0..16 "
-                          "(default auto; needs --draft)")
+    generate.add_argument(
+        "--speculation",
+        default="auto",
+        metavar="MODE",
+        help="auto (tuned draft length), off, or a fixed draft length 0..16 "
+        "(default auto; needs --draft)",
+    )
     generate.add_argument("--system", metavar="TEXT", help="system message for the chat template")
-    generate.add_argument("--messages", metavar="FILE",
-                          help="JSON list of {role, content} messages; - reads standard input")
-    generate.add_argument("--raw", action="store_true",
-                          help="send the prompt as is, without the chat template")
-    generate.add_argument("--json", action="store_true",
-                          help="print one JSON object with text, token_ids, timings and statistics")
+    generate.add_argument(
+        "--messages",
+        metavar="FILE",
+        help="JSON list of {role, content} messages; - reads standard input",
+    )
+    generate.add_argument(
+        "--raw", action="store_true", help="send the prompt as is, without the chat template"
+    )
+    generate.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object with text, token_ids, timings and statistics",
+    )
     generate.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message")
     generate.set_defaults(func=_run_generate)
 
@@ -80,12 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="run plain and speculative decoding on one prompt and compare them"
     )
     _add_model_options(compare, draft_default=DEFAULT_DRAFT)
-    compare.add_argument("--max-tokens", type=int, default=256, metavar="N",
-                         help="maximum number of tokens to generate (default 256)")
-    compare.add_argument("--speculation", default="auto", metavar="MODE",
-                         help="auto or a fixed draft length 1..16 (default auto)")
-    compare.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, metavar="PROMPT",
-                         help="the user message (default: a palindrome function)")
+    compare.add_argument(
+        "--max-tokens",
+        type=int,
+        default=256,
+        metavar="N",
+        help="maximum number of tokens to generate (default 256)",
+    )
+    compare.add_argument(
+        "--speculation",
+        default="auto",
+        metavar="MODE",
+        help="auto or a fixed draft length 1..16 (default auto)",
+    )
+    compare.add_argument(
+        "prompt",
+        nargs="?",
+        default=DEFAULT_PROMPT,
+        metavar="PROMPT",
+        help="the user message (default: a palindrome function)",
+    )
     compare.set_defaults(func=_run_compare)
 
     add_store_commands(subparsers)
@@ -220,11 +286,15 @@ def _run_compare(args: argparse.Namespace) -> int:
     print("\n")
     plain_speed = plain.timings.decode_tokens_per_s
     spec_speed = spec.timings.decode_tokens_per_s
-    print(f"plain:       {len(plain.token_ids)} tokens, decode {plain_speed:.2f} tok/s, "
-          f"prefill {plain.timings.prefill_tokens_per_s:.1f} tok/s")
+    print(
+        f"plain:       {len(plain.token_ids)} tokens, decode {plain_speed:.2f} tok/s, "
+        f"prefill {plain.timings.prefill_tokens_per_s:.1f} tok/s"
+    )
     acceptance = spec.speculation.acceptance_rate if spec.speculation else 0.0
-    print(f"speculative: {len(spec.token_ids)} tokens, decode {spec_speed:.2f} tok/s "
-          f"({spec_speed / plain_speed if plain_speed else 0:.2f}x), acceptance {acceptance:.0%}")
+    print(
+        f"speculative: {len(spec.token_ids)} tokens, decode {spec_speed:.2f} tok/s "
+        f"({spec_speed / plain_speed if plain_speed else 0:.2f}x), acceptance {acceptance:.0%}"
+    )
     identical = plain.token_ids == spec.token_ids
     print(f"outputs identical: {'yes' if identical else 'NO'}")
     return 0 if identical else 1

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import mlx.core as mx
 
+from draftwise.runtime.arrays import scalar_int
 from draftwise.runtime.cache import ModelCache
 from draftwise.runtime.errors import GenerationError
 from draftwise.runtime.models.transformer import Transformer
@@ -21,7 +22,8 @@ PREFILL_CHUNK = 512
 
 
 class TokenizerLike(Protocol):
-    eos_token_ids: frozenset[int]
+    @property
+    def eos_token_ids(self) -> frozenset[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
@@ -76,12 +78,15 @@ class GenerationChunk:
 
 
 def prefill(model: Transformer, cache: ModelCache, token_ids: Sequence[int]) -> mx.array:
-    """Run ``token_ids`` through the model, filling ``cache``; return the last logits ``[1, vocab]``."""
+    """Run ``token_ids`` through the model, filling ``cache``.
+
+    Returns the logits ``[1, vocab]`` after the last token.
+    """
     if not token_ids:
         raise GenerationError("the prompt is empty; pass at least one token")
     logits = None
     for start in range(0, len(token_ids), PREFILL_CHUNK):
-        chunk = mx.array(token_ids[start : start + PREFILL_CHUNK], dtype=mx.uint32)
+        chunk = mx.array(list(token_ids[start : start + PREFILL_CHUNK]), dtype=mx.uint32)
         logits = model(chunk, cache, last_row_only=True).logits
         mx.eval(logits, *cache.state())
     assert logits is not None
@@ -132,7 +137,7 @@ def generate_plain(
     started = time.perf_counter()
     cache, logits = prefiller(model, prompt_ids, 0)
     token = select_tokens(logits, params.sampling, keys.key(0) if keys else None)
-    token_id = int(token.item())
+    token_id = scalar_int(token)
     timings.prompt_tokens = len(prompt_ids)
     timings.prefill_s = time.perf_counter() - started
 
@@ -148,7 +153,7 @@ def generate_plain(
         logits = model(mx.array([token_id], dtype=mx.uint32), cache).logits
         token = select_tokens(logits, params.sampling, keys.key(step) if keys else None)
         mx.eval(token)
-        token_id = int(token.item())
+        token_id = scalar_int(token)
         timings.decode_s = time.perf_counter() - started
 
 

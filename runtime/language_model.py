@@ -17,8 +17,11 @@ log = structlog.get_logger("draftwise.runtime")
 
 
 class Tokenizer(Protocol):
-    vocab_size: int
-    eos_token_ids: frozenset[int]
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]: ...
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]: ...
 
@@ -119,7 +122,10 @@ def check_draft_compatible(target: LanguageModel, draft: LanguageModel) -> None:
             f"draft model '{draft.name}' uses a different tokenizer than target "
             f"'{target.name}' ({problem}); pick a draft from the same model family"
         )
-    if draft.model.config.vocab_size < target_vocab or target.model.config.vocab_size < target_vocab:
+    if (
+        draft.model.config.vocab_size < target_vocab
+        or target.model.config.vocab_size < target_vocab
+    ):
         raise TokenizerMismatchError(
             f"draft model '{draft.name}' has {draft.model.config.vocab_size} embedding rows "
             f"but its tokenizer has {draft_vocab} tokens; the file is inconsistent"

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from draftwise.runtime.arrays import int_list, scalar_int
 from draftwise.runtime.cache import ModelCache
-from draftwise.runtime.drafters.base import DraftProposal, Drafter
+from draftwise.runtime.drafters.base import Drafter, DraftProposal
 from draftwise.runtime.models.transformer import Transformer
 from draftwise.runtime.sampling import SamplingParams, filtered_logprobs
 
@@ -113,8 +114,8 @@ def run_round(
 
     evaluate(proposal.draft_token_ids, num_accepted, next_token, *cache.state())
     return RoundOutcome(
-        draft_token_ids=[int(t) for t in proposal.draft_token_ids.tolist()],
-        num_accepted=int(num_accepted.item()),
-        next_token_id=int(next_token.item()),
+        draft_token_ids=int_list(proposal.draft_token_ids),
+        num_accepted=scalar_int(num_accepted),
+        next_token_id=scalar_int(next_token),
         elapsed_s=time.perf_counter() - started,
     )

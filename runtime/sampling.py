@@ -16,7 +16,10 @@ from draftwise.runtime.errors import GenerationError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """``temperature == 0`` selects greedy decoding; ``top_k == 0`` and ``top_p == 1`` disable those filters."""
+    """Sampling settings. ``temperature == 0`` selects greedy decoding.
+
+    ``top_k == 0`` and ``top_p == 1`` disable those filters.
+    """
 
     temperature: float = 0.0
     top_k: int = 0
@@ -59,9 +62,7 @@ def filtered_logprobs(logits: mx.array, params: SamplingParams) -> mx.array:
         # likely token always stays.
         mass_before = mx.cumsum(sorted_probs, axis=-1) - sorted_probs
         keep_sorted = mass_before < params.top_p
-        keep = mx.put_along_axis(
-            mx.zeros_like(keep_sorted), order, keep_sorted, axis=-1
-        )
+        keep = mx.put_along_axis(mx.zeros_like(keep_sorted), order, keep_sorted, axis=-1)
         scaled = mx.where(keep, logprobs, -mx.inf)
         logprobs = scaled - mx.logsumexp(scaled, axis=-1, keepdims=True)
     return logprobs
@@ -83,7 +84,7 @@ class KeySequence:
 
     def __init__(self, seed: int | None) -> None:
         if seed is None:
-            seed = int(mx.random.randint(0, 2**31 - 1, shape=()).item())
+            seed = int(mx.random.randint(0, 2**31 - 1, shape=()).tolist())  # type: ignore[arg-type]
         self.seed = seed
 
     def key(self, step: int) -> mx.array:

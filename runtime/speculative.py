@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from draftwise.runtime.arrays import scalar_int
 from draftwise.runtime.drafters.base import Drafter
 from draftwise.runtime.errors import RollbackError
 from draftwise.runtime.generate import (
@@ -63,7 +64,9 @@ class SpeculationStats:
             "num_drafted": self.num_drafted,
             "num_accepted": self.num_accepted,
             "acceptance_rate": round(self.acceptance_rate, 4),
-            "draft_length_histogram": {str(k): v for k, v in sorted(self.draft_length_histogram.items())},
+            "draft_length_histogram": {
+                str(k): v for k, v in sorted(self.draft_length_histogram.items())
+            },
             "acceptance_by_position": {
                 str(p): round(self.accepted_by_position[p] / n, 4)
                 for p, n in sorted(self.drafted_by_position.items())
@@ -101,7 +104,7 @@ def generate_speculative(
     started = time.perf_counter()
     cache, logits = prefiller(target, prompt_ids, tuner.max_draft + 2)
     first = select_tokens(logits, params.sampling, keys.key(0) if keys else None)
-    last_token_id = int(first.item())
+    last_token_id = scalar_int(first)
     if drafter is not None:
         drafter.start([*prompt_ids, last_token_id], prefiller)
     timings.prompt_tokens = len(prompt_ids)
@@ -147,4 +150,3 @@ def generate_speculative(
         yield GenerationChunk(kept, result.text, result.finish_reason)
         if result.finish_reason is not None:
             return
-

@@ -80,7 +80,11 @@ def tiny_weights(config: ModelConfig, seed: int = 0, scale: float = 0.6) -> dict
             weights[p + "attn_k_norm.weight"] = 1.0 + normal((hd,), 0.1)
             weights[p + "post_attention_norm.weight"] = 1.0 + normal((hidden,), 0.1)
             weights[p + "post_ffw_norm.weight"] = 1.0 + normal((hidden,), 0.1)
-    arrays = [w for v in weights.values() for w in ((v.weight, v.scales, v.biases) if isinstance(v, QuantizedTensor) else (v,))]
+    arrays = [
+        w
+        for v in weights.values()
+        for w in ((v.weight, v.scales, v.biases) if isinstance(v, QuantizedTensor) else (v,))
+    ]
     mx.eval(arrays)
     return weights
 

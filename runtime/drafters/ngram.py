@@ -1,4 +1,4 @@
-"""Draft from the context: find the newest earlier occurrence of the last tokens and copy what followed.
+"""Draft from the context: copy what followed the newest earlier match of the last tokens.
 
 Coding agents re-emit what they just read (whole-file edits, search/replace
 blocks, repeated names), so a suffix match over the prompt and the output
@@ -26,7 +26,9 @@ class NgramIndex:
 
     def __init__(self, min_n: int = 2, max_n: int = 5) -> None:
         if not 1 <= min_n <= max_n:
-            raise ValueError(f"n-gram lengths {min_n}..{max_n} are invalid; need 1 <= min_n <= max_n")
+            raise ValueError(
+                f"n-gram lengths {min_n}..{max_n} are invalid; need 1 <= min_n <= max_n"
+            )
         self.min_n = min_n
         self.max_n = max_n
         self.tokens: list[int] = []

@@ -26,7 +26,9 @@ def build(metadata: Mapping[str, Any], weights: dict[str, Weight], name: str) ->
     num_layers = fields["num_layers"]
     fields["sliding_window"] = int(metadata.get("gemma3.attention.sliding_window", 512))
     fields["global_layers"] = tuple(
-        layer for layer in range(num_layers) if layer % GLOBAL_LAYER_PERIOD == GLOBAL_LAYER_PERIOD - 1
+        layer
+        for layer in range(num_layers)
+        if layer % GLOBAL_LAYER_PERIOD == GLOBAL_LAYER_PERIOD - 1
     )
     fields["rope_theta_local"] = LOCAL_ROPE_THETA
     scaling = metadata.get("gemma3.rope.scaling.factor")

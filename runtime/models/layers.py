@@ -9,6 +9,8 @@ gets it from `attend`, which computes short calls one query row at a time.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import mlx.core as mx
 
 from draftwise.runtime.weights import QuantizedTensor
@@ -20,24 +22,14 @@ from draftwise.runtime.weights import QuantizedTensor
 # plain and speculative decoding produce from the same prompt.
 ROW_ATTENTION_MAX_ROWS = 16
 
-Weight = mx.array | QuantizedTensor
+Weight: TypeAlias = "mx.array | QuantizedTensor"
 
 
 def _quantized_matmul(x: mx.array, weight: QuantizedTensor) -> mx.array:
-    from draftwise.runtime import kernels
+    # Imported here: the kernels package loads the C++ extension on first use.
+    from draftwise.runtime.kernels import quantized_matmul
 
-    kernel = getattr(kernels, "quantized_matmul", None)
-    if kernel is None:  # TODO: remove once the kernels package always provides it
-        return mx.quantized_matmul(
-            x,
-            weight.weight,
-            weight.scales,
-            weight.biases,
-            transpose=True,
-            group_size=weight.group_size,
-            bits=weight.bits,
-        )
-    return kernel(x, weight)
+    return quantized_matmul(x, weight)
 
 
 def linear(x: mx.array, weight: Weight, bias: mx.array | None = None) -> mx.array:
@@ -67,6 +59,15 @@ def embed(token_ids: mx.array, table: Weight) -> mx.array:
 
 def rms_norm(x: mx.array, weight: mx.array, eps: float) -> mx.array:
     return mx.fast.rms_norm(x, weight, eps)
+
+
+def silu(x: mx.array) -> mx.array:
+    return x * mx.sigmoid(x)
+
+
+def gelu_tanh(x: mx.array) -> mx.array:
+    """GELU with the tanh approximation, as Gemma uses."""
+    return 0.5 * x * (1.0 + mx.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
 def rope(x: mx.array, offset: int, theta: float, scale: float, traditional: bool) -> mx.array:

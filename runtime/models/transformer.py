@@ -11,12 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlx.core as mx
-import mlx.nn as nn
 
 from draftwise.runtime.cache import LayerCache, ModelCache
 from draftwise.runtime.errors import ModelFormatError
 from draftwise.runtime.models.config import ModelConfig
-from draftwise.runtime.models.layers import Weight, attend, embed, linear, rms_norm, rope
+from draftwise.runtime.models.layers import (
+    Weight,
+    attend,
+    embed,
+    gelu_tanh,
+    linear,
+    rms_norm,
+    rope,
+    silu,
+)
 from draftwise.runtime.weights import QuantizedTensor
 
 _LAYER_TENSORS_REQUIRED = (
@@ -102,26 +110,36 @@ class Transformer:
             hidden = self._block(layer, hidden, layer_cache)
         if last_row_only:
             hidden = hidden[-1:]
-        hidden = rms_norm(hidden, self.weights["output_norm.weight"], config.rms_norm_eps)
+        hidden = rms_norm(hidden, self._norm("output_norm.weight"), config.rms_norm_eps)
         head = self.weights.get("output.weight", self.weights["token_embd.weight"])
         logits = linear(hidden, head)  # [n, vocab]
         return ForwardOutput(logits=logits, hidden=hidden if return_hidden else None)
 
+    def _vector(self, name: str) -> mx.array | None:
+        """Return a norm weight or bias by name, or None when the model has none."""
+        value = self.weights.get(name)
+        assert value is None or isinstance(value, mx.array), f"{name} must be a float array"
+        return value
+
+    def _norm(self, name: str) -> mx.array:
+        value = self._vector(name)
+        assert value is not None, f"missing {name}"
+        return value
+
     def _block(self, layer: int, x: mx.array, cache: LayerCache) -> mx.array:
-        w = self.weights
         prefix = f"blk.{layer}."
         eps = self.config.rms_norm_eps
 
-        h = rms_norm(x, w[prefix + "attn_norm.weight"], eps)
+        h = rms_norm(x, self._norm(prefix + "attn_norm.weight"), eps)
         h = self._attention(layer, h, cache)
-        post_attention = w.get(prefix + "post_attention_norm.weight")
+        post_attention = self._vector(prefix + "post_attention_norm.weight")
         if post_attention is not None:
             h = rms_norm(h, post_attention, eps)
         x = x + h
 
-        h = rms_norm(x, w[prefix + "ffn_norm.weight"], eps)
+        h = rms_norm(x, self._norm(prefix + "ffn_norm.weight"), eps)
         h = self._mlp(prefix, h)
-        post_ffw = w.get(prefix + "post_ffw_norm.weight")
+        post_ffw = self._vector(prefix + "post_ffw_norm.weight")
         if post_ffw is not None:
             h = rms_norm(h, post_ffw, eps)
         return x + h
@@ -133,16 +151,16 @@ class Transformer:
         num_rows = x.shape[0]
         start = cache.offset
 
-        q = linear(x, w[prefix + "attn_q.weight"], _opt(w, prefix + "attn_q.bias"))
-        k = linear(x, w[prefix + "attn_k.weight"], _opt(w, prefix + "attn_k.bias"))
-        v = linear(x, w[prefix + "attn_v.weight"], _opt(w, prefix + "attn_v.bias"))
+        q = linear(x, w[prefix + "attn_q.weight"], self._vector(prefix + "attn_q.bias"))
+        k = linear(x, w[prefix + "attn_k.weight"], self._vector(prefix + "attn_k.bias"))
+        v = linear(x, w[prefix + "attn_v.weight"], self._vector(prefix + "attn_v.bias"))
         # [n, heads * head_dim] -> [heads, n, head_dim]
         q = q.reshape(num_rows, config.num_heads, config.head_dim).transpose(1, 0, 2)
         k = k.reshape(num_rows, config.num_kv_heads, config.head_dim).transpose(1, 0, 2)
         v = v.reshape(num_rows, config.num_kv_heads, config.head_dim).transpose(1, 0, 2)
 
-        q_norm = w.get(prefix + "attn_q_norm.weight")
-        k_norm = w.get(prefix + "attn_k_norm.weight")
+        q_norm = self._vector(prefix + "attn_q_norm.weight")
+        k_norm = self._vector(prefix + "attn_k_norm.weight")
         if q_norm is not None and k_norm is not None:
             q = rms_norm(q, q_norm, config.rms_norm_eps)
             k = rms_norm(k, k_norm, config.rms_norm_eps)
@@ -171,9 +189,9 @@ class Transformer:
         gate = linear(x, w[prefix + "ffn_gate.weight"])
         up = linear(x, w[prefix + "ffn_up.weight"])
         if self.activation == "gelu_tanh":
-            activated = nn.gelu_approx(gate)
+            activated = gelu_tanh(gate)
         else:
-            activated = nn.silu(gate)
+            activated = silu(gate)
         return linear(activated * up, w[prefix + "ffn_down.weight"])
 
     @property
@@ -191,9 +209,3 @@ class Transformer:
             else:
                 arrays.append(weight)
         return arrays
-
-
-def _opt(weights: dict[str, Weight], name: str) -> mx.array | None:
-    value = weights.get(name)
-    assert value is None or isinstance(value, mx.array), f"{name} must be a float array"
-    return value

@@ -20,5 +20,7 @@ def load_or_skip(name: str):
         try:
             _loaded[name] = load_language_model(name)
         except ModelNotFoundError as error:
-            pytest.skip(f"real model {name} is not in the store ({error}); run `draftwise pull {name}`")
+            pytest.skip(
+                f"real model {name} is not in the store ({error}); run `draftwise pull {name}`"
+            )
     return _loaded[name]

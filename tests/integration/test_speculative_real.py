@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from real_models import load_or_skip
 
 from draftwise.runtime.engine import Engine, GenerationRecord
 from draftwise.runtime.errors import TokenizerMismatchError
 from draftwise.runtime.generate import GenerationParams, PrefixCachePrefiller
-
-from real_models import load_or_skip
 
 PROMPTS = [
     "Write a Python function that checks whether a string is a palindrome.",

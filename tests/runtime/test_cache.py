@@ -78,7 +78,11 @@ def test_prefix_cache_prefiller_reproduces_fresh_output():
     fresh = [t for c in generate_plain(model, tokenizer, prompt, params) for t in c.token_ids]
     prefiller = PrefixCachePrefiller()
     runs = [
-        [t for c in generate_plain(model, tokenizer, prompt, params, prefiller=prefiller) for t in c.token_ids]
+        [
+            t
+            for c in generate_plain(model, tokenizer, prompt, params, prefiller=prefiller)
+            for t in c.token_ids
+        ]
         for _ in range(3)
     ]
     assert runs == [fresh] * 3

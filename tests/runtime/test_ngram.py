@@ -54,5 +54,5 @@ def test_ngram_drafter_follows_commits():
 
 
 def test_ngram_invalid_lengths_rejected():
-    with pytest.raises(ValueError, match="n-gram lengths 3..2"):
+    with pytest.raises(ValueError, match=r"n-gram lengths 3\.\.2"):
         NgramIndex(min_n=3, max_n=2)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import mlx.core as mx
 import pytest
 from fakes import EOS_ID, CharTokenizer, ScriptedDrafter, tiny_model
@@ -39,7 +37,9 @@ def target():
 
 
 def plain_tokens(model, params, prompt=PROMPT, tokenizer=TOKENIZER):
-    return [t for chunk in generate_plain(model, tokenizer, prompt, params) for t in chunk.token_ids]
+    return [
+        t for chunk in generate_plain(model, tokenizer, prompt, params) for t in chunk.token_ids
+    ]
 
 
 def spec_tokens(model, drafter, tuner, params, prompt=PROMPT, stats=None, tokenizer=TOKENIZER):
@@ -148,7 +148,9 @@ def test_round_evaluates_once(target, monkeypatch):
 def test_max_tokens_exact_inside_run(target, max_tokens, k):
     params = GenerationParams(max_tokens=max_tokens)
     reference = plain_tokens(target, GenerationParams(max_tokens=40))
-    tokens = spec_tokens(target, ScriptedDrafter(reference, None), DraftLengthTuner(fixed=k), params)
+    tokens = spec_tokens(
+        target, ScriptedDrafter(reference, None), DraftLengthTuner(fixed=k), params
+    )
     assert tokens == reference[:max_tokens]
 
 
@@ -165,8 +167,13 @@ def test_eos_inside_accepted_run_stops_there(target):
     stats = SpeculationStats()
     chunks = list(
         generate_speculative(
-            target, ScriptedDrafter(reference, None), Tokenizer(), PROMPT,
-            GenerationParams(max_tokens=40), DraftLengthTuner(fixed=5), stats,
+            target,
+            ScriptedDrafter(reference, None),
+            Tokenizer(),
+            PROMPT,
+            GenerationParams(max_tokens=40),
+            DraftLengthTuner(fixed=5),
+            stats,
         )
     )
     assert [t for c in chunks for t in c.token_ids] == reference[:4]
@@ -181,7 +188,11 @@ def test_stop_string_completed_early_in_run(target):
     params = GenerationParams(max_tokens=40, stop=(stop,))
     chunks = list(
         generate_speculative(
-            target, ScriptedDrafter(reference, None), TOKENIZER, PROMPT, params,
+            target,
+            ScriptedDrafter(reference, None),
+            TOKENIZER,
+            PROMPT,
+            params,
             DraftLengthTuner(fixed=8),
         )
     )
@@ -196,11 +207,17 @@ def test_stop_string_spanning_tokens_held_back(target):
     reference = plain_tokens(target, GenerationParams(max_tokens=40))
     text = TOKENIZER.decode(reference)
     stop = text[5:9]
-    plain = list(generate_plain(target, TOKENIZER, PROMPT, GenerationParams(max_tokens=40, stop=(stop,))))
+    plain = list(
+        generate_plain(target, TOKENIZER, PROMPT, GenerationParams(max_tokens=40, stop=(stop,)))
+    )
     spec = list(
         generate_speculative(
-            target, ScriptedDrafter(reference, 1), TOKENIZER, PROMPT,
-            GenerationParams(max_tokens=40, stop=(stop,)), DraftLengthTuner(fixed=3),
+            target,
+            ScriptedDrafter(reference, 1),
+            TOKENIZER,
+            PROMPT,
+            GenerationParams(max_tokens=40, stop=(stop,)),
+            DraftLengthTuner(fixed=3),
         )
     )
     assert "".join(c.text for c in spec) == "".join(c.text for c in plain) == text[:5]
@@ -212,7 +229,10 @@ def test_drafted_eos_rejected_by_target(target):
     wrong[4] = EOS_ID  # the drafter proposes EOS where the target disagrees
     assert reference[4] != EOS_ID
     tokens = spec_tokens(
-        target, ScriptedDrafter(wrong, None), DraftLengthTuner(fixed=6), GenerationParams(max_tokens=40)
+        target,
+        ScriptedDrafter(wrong, None),
+        DraftLengthTuner(fixed=6),
+        GenerationParams(max_tokens=40),
     )
     assert tokens == reference
 

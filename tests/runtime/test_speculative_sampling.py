@@ -105,7 +105,9 @@ def test_plain_sampling_matches_target_distribution(models):
     samples = []
     for seed in range(800):
         params = GenerationParams(sampling=SamplingParams(1.0, seed=seed), max_tokens=2)
-        samples.append(tuple(t for c in generate_plain(target, tokenizer, PROMPT, params) for t in c.token_ids))
+        samples.append(
+            tuple(t for c in generate_plain(target, tokenizer, PROMPT, params) for t in c.token_ids)
+        )
     assert chi_square_p_value(samples, joint) > 0.01
 
 
@@ -115,7 +117,11 @@ def test_seeded_speculative_run_reproducible(models):
 
     def run():
         chunks = generate_speculative(
-            target, DraftModelDrafter(draft), DigitTokenizer(), PROMPT, params,
+            target,
+            DraftModelDrafter(draft),
+            DigitTokenizer(),
+            PROMPT,
+            params,
             DraftLengthTuner(fixed=3),
         )
         return [t for c in chunks for t in c.token_ids]

@@ -7,6 +7,7 @@ import pytest
 from draftwise.runtime.errors import GenerationError
 from draftwise.runtime.termination import IncrementalDetokenizer, StopConditions
 
+
 # A byte-level toy tokenizer: token i is byte i.
 def decode_bytes(token_ids):
     return bytes(token_ids).decode("utf-8", errors="replace")

@@ -1,9 +1,9 @@
 """Write greedy reference outputs of the test models, computed by Hugging Face transformers.
 
 The output, ``reference_outputs.json`` beside this script, lets draftwise's own MLX model code be
-checked against an independent implementation: for each model and prompt it stores the rendered
-prompt, the prompt token ids, the first 16 greedy token ids and, at each of those 16 steps, the
-top-5 token ids with their float32 logits and the gap between the two largest logits.
+checked against an independent implementation. For each model and prompt it stores the rendered
+prompt, the prompt token ids and the first 16 greedy token ids. For each of those 16 steps it also
+stores the top-5 token ids with their float32 logits and the gap between the two largest logits.
 
 transformers dequantizes each GGUF to float32 with gguf-py and runs its own PyTorch model code on
 the CPU. Nothing from draftwise is imported.
@@ -15,7 +15,8 @@ Environment (a virtualenv of its own, apart from the project's ``.venv``)::
     /tmp/refvenv/bin/pip install transformers gguf sentencepiece protobuf accelerate
 
 The outputs in the JSON file were made with torch 2.13.0+cpu, transformers 5.25.0 and
-gguf 0.19.0; the JSON file records the versions of each run under ``environment``.
+gguf 0.19.0. The JSON file records the versions and the command of each run under
+``environment``.
 
 The GGUF files are assembled from the model packages installed in the project's ``.venv`` by
 concatenating their parts in part order (``--site-packages`` does this for any file that is not
@@ -36,8 +37,9 @@ merges its model's entry into the existing JSON file)::
             --models-dir /tmp/ref-models --model "$m"
     done
 
-Without ``--model`` the script runs every model in turn in one process. The 1.5B model needs
-about 7 GB of memory as float32 weights, plus the transient copies made while loading.
+Without ``--model`` the script runs every model in turn in one process. The qwen2.5-coder 1.5B
+GGUF stores an untied output matrix, so it loads as 1.78B float32 parameters (7.1 GB). Its run
+peaked at 8.8 GB resident memory on the 2-core machine this was made on.
 
 Prompts that ask for the chat template are rendered with the template stored in the GGUF
 (``tokenizer.chat_template``) through ``apply_chat_template(add_generation_prompt=True)``. The
@@ -124,8 +126,8 @@ def assemble_gguf(source: ModelSource, site_packages: Path, target: Path) -> Non
         matches = sorted(site_packages.glob(pattern))
         if not matches:
             raise FileNotFoundError(
-                f"no file matches {pattern!r} under {site_packages}; install the model packages "
-                f"for {source.name} into that environment or pass another --site-packages"
+                f"no file matches {pattern!r} under {site_packages}. Install the model packages "
+                f"for {source.name} into that environment, or pass another --site-packages"
             )
         parts.extend(matches)
     partial = target.with_suffix(".partial")
@@ -137,7 +139,7 @@ def assemble_gguf(source: ModelSource, site_packages: Path, target: Path) -> Non
 
 
 def render_prompt(tokenizer: Any, text: str, wants_template: bool) -> dict[str, Any]:
-    """Render and tokenize one prompt; fall back to the raw text when the GGUF has no template."""
+    """Render and tokenize one prompt, using the raw text when the GGUF has no chat template."""
     template_applied = wants_template and tokenizer.chat_template is not None
     if template_applied:
         messages = [{"role": "user", "content": text}]
@@ -290,10 +292,11 @@ def near_ties(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def environment_info() -> dict[str, Any]:
+    from importlib.metadata import version
+
     import gguf
     import torch
     import transformers
-    from importlib.metadata import version
 
     return {
         "python": sys.version.split()[0],
@@ -309,16 +312,32 @@ def environment_info() -> dict[str, Any]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", type=Path, default=Path("/tmp/ref-models"),
-                        help="folder with the assembled GGUF files (default: /tmp/ref-models)")
-    parser.add_argument("--site-packages", type=Path, default=None,
-                        help="site-packages holding the model packages; a missing GGUF in "
-                             "--models-dir is assembled from there")
-    parser.add_argument("--model", action="append", choices=[m.name for m in MODELS],
-                        help="run only this model (repeatable); default: all of them")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help=f"JSON file to write or merge into (default: {DEFAULT_OUTPUT.name} "
-                             "beside this script)")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path("/tmp/ref-models"),
+        help="folder with the assembled GGUF files (default: /tmp/ref-models)",
+    )
+    parser.add_argument(
+        "--site-packages",
+        type=Path,
+        default=None,
+        help="site-packages that contains the model packages. A GGUF missing from "
+        "--models-dir is assembled from there",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        choices=[m.name for m in MODELS],
+        help="run only this model (repeatable). Without it, every model runs",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"JSON file to write or merge into (default: {DEFAULT_OUTPUT.name} "
+        "beside this script)",
+    )
     return parser.parse_args(argv)
 
 
@@ -326,7 +345,8 @@ def load_existing(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {"models": {}}
     with path.open() as stream:
-        return json.load(stream)
+        existing: dict[str, Any] = json.load(stream)
+    return existing
 
 
 def main(argv: list[str]) -> int:
@@ -345,7 +365,7 @@ def main(argv: list[str]) -> int:
         if not path.exists():
             if args.site_packages is None:
                 raise FileNotFoundError(
-                    f"{path} not found; assemble it (see this script's docstring) or pass "
+                    f"{path} not found. Assemble it as this script's docstring shows, or pass "
                     f"--site-packages to build it from the installed model packages"
                 )
             args.models_dir.mkdir(parents=True, exist_ok=True)
