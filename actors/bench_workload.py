@@ -83,8 +83,9 @@ def _run_entry(
     identical = None if plain_ids is None else record.token_ids == plain_ids
     divergence = None
     if identical is False and plain_ids is not None:
+        pairs = zip(record.token_ids, plain_ids, strict=False)
         divergence = next(
-            (i for i, (a, b) in enumerate(zip(record.token_ids, plain_ids, strict=False)) if a != b),
+            (i for i, (mine, plain) in enumerate(pairs) if mine != plain),
             min(len(record.token_ids), len(plain_ids)),
         )
     return {
