@@ -86,6 +86,27 @@ void check_arguments(const mx::array& x, const mx::array& weight, const mx::arra
   }
 }
 
+// Copies a strided float32 array into a dense row-major buffer.
+std::vector<float> gather_float32(const mx::array& a) {
+  std::vector<float> dense(a.size());
+  const float* base = a.data<float>();
+  std::vector<int64_t> index(a.ndim(), 0);
+  for (size_t i = 0; i < dense.size(); ++i) {
+    int64_t offset = 0;
+    for (int axis = 0; axis < a.ndim(); ++axis) {
+      offset += index[axis] * a.strides()[axis];
+    }
+    dense[i] = base[offset];
+    for (int axis = a.ndim() - 1; axis >= 0; --axis) {
+      if (++index[axis] < a.shape(axis)) {
+        break;
+      }
+      index[axis] = 0;
+    }
+  }
+  return dense;
+}
+
 // 64-byte aligned scratch memory, one buffer per pool thread, grown on demand.
 struct ScratchBuffer {
   std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
@@ -142,11 +163,13 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& weight, const mx
   }
   mx::Shape out_shape = x.shape();
   out_shape.back() = weight.shape(0);
-  // Contiguous is free for arrays that already are; slices and broadcasts
-  // are copied before the kernel reads them as dense rows.
-  std::vector<mx::array> inputs = {
-      mx::contiguous(x, false, stream), mx::contiguous(weight, false, stream),
-      mx::contiguous(scales, false, stream), mx::contiguous(biases, false, stream)};
+  // Evaluated weights are nearly always dense already, and skipping the
+  // contiguous node saves its scheduling cost on every call. x is checked
+  // when the kernel runs, because a lazy array's layout is not known yet.
+  auto dense = [&stream](const mx::array& a) {
+    return a.is_available() && a.flags().row_contiguous ? a : mx::contiguous(a, false, stream);
+  };
+  std::vector<mx::array> inputs = {x, dense(weight), dense(scales), dense(biases)};
   return mx::array(out_shape, mx::float32,
                    std::make_shared<QuantizedMatmulRows>(stream, bits, group_size, variant),
                    std::move(inputs));
@@ -175,9 +198,15 @@ void QuantizedMatmulRows::eval_cpu(const std::vector<mx::array>& inputs, mx::arr
     for (int axis = 0; axis + 1 < x.ndim(); ++axis) {
       m *= x.shape(axis);
     }
-    const QmmProblem problem{x.data<float>(),      weight.data<uint32_t>(), scales.data<float>(),
-                             biases.data<float>(), out.data<float>(),       m,
-                             weight.shape(0),      x.shape(-1),             bits,
+    std::vector<float> x_dense;
+    const float* x_data = x.data<float>();
+    if (!x.flags().row_contiguous) {
+      x_dense = gather_float32(x);
+      x_data = x_dense.data();
+    }
+    const QmmProblem problem{x_data,          weight.data<uint32_t>(), scales.data<float>(),
+                             biases.data<float>(), out.data<float>(),  m,
+                             weight.shape(0), x.shape(-1),             bits,
                              group_size};
     run_quantized_matmul(variant, problem);
   });

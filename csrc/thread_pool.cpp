@@ -99,20 +99,25 @@ void ThreadPool::run(int64_t num_tasks, const Task& task) {
     }
     return;
   }
-  task_ = &task;
-  num_tasks_ = num_tasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(wake_mutex_);
+    task_ = &task;
+    num_tasks_ = num_tasks;
+    next_task_.store(0, std::memory_order_relaxed);
+    open_ = true;
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   drain(0);
-  while (busy_workers_.load(std::memory_order_acquire) != 0) {
+  // Workers that have not joined by now never will, so a worker the OS has
+  // not scheduled yet cannot hold this call up.
+  {
+    std::lock_guard<std::mutex> lock(wake_mutex_);
+    open_ = false;
+  }
+  while (active_.load(std::memory_order_acquire) != 0) {
     cpu_relax();
   }
-  task_ = nullptr;
 }
 
 void ThreadPool::worker_loop(int thread_index) {
@@ -122,19 +127,35 @@ void ThreadPool::worker_loop(int thread_index) {
     int polls = 0;
     while (generation_.load(std::memory_order_acquire) == seen) {
       cpu_relax();
-      if (++polls % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
-        std::unique_lock<std::mutex> lock(wake_mutex_);
-        wake_.wait(lock, [&] {
-          return stopping_ || generation_.load(std::memory_order_acquire) != seen;
-        });
-        if (stopping_) {
-          return;
-        }
+      if (++polls % 64 != 0) {
+        continue;
+      }
+      if (std::chrono::steady_clock::now() < spin_until) {
+        std::this_thread::yield();
+        continue;
+      }
+      std::unique_lock<std::mutex> lock(wake_mutex_);
+      wake_.wait(lock, [&] {
+        return stopping_ || generation_.load(std::memory_order_acquire) != seen;
+      });
+      break;
+    }
+    bool joined = false;
+    {
+      std::lock_guard<std::mutex> lock(wake_mutex_);
+      if (stopping_) {
+        return;
+      }
+      seen = generation_.load(std::memory_order_relaxed);
+      if (open_) {
+        active_.fetch_add(1, std::memory_order_relaxed);
+        joined = true;
       }
     }
-    seen = generation_.load(std::memory_order_acquire);
-    drain(thread_index);
-    busy_workers_.fetch_sub(1, std::memory_order_release);
+    if (joined) {
+      drain(thread_index);
+      active_.fetch_sub(1, std::memory_order_release);
+    }
   }
 }
 

@@ -25,9 +25,9 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Runs task(i, thread) for every i in [0, num_tasks) and returns when all
-  // are done. Tasks are handed out in order to whichever thread is free, so
-  // they must not depend on which thread runs them. One call at a time;
-  // concurrent callers wait for each other.
+  // are done. Tasks go in order to whichever thread is free (the caller
+  // included), so a task must not depend on which thread runs it. Concurrent
+  // callers run one after another.
   void run(int64_t num_tasks, const Task& task);
 
   // The process-wide pool, created on first use with DRAFTWISE_KERNEL_THREADS
@@ -45,9 +45,11 @@ class ThreadPool {
   std::condition_variable wake_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int64_t> next_task_{0};
-  std::atomic<int> busy_workers_{0};
+  std::atomic<int> active_{0};  // workers inside drain() for the current run
+  // Guarded by wake_mutex_:
   int64_t num_tasks_ = 0;
   const Task* task_ = nullptr;
+  bool open_ = false;  // a run accepts workers
   bool stopping_ = false;
 };
 

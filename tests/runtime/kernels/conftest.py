@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
+
 from draftwise.runtime.weights import QuantizedTensor
 
 try:

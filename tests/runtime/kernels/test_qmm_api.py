@@ -6,10 +6,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import _qmm, make_weight, reference, requires_extension, tolerance
+from structlog.testing import capture_logs
+
 from draftwise.runtime import kernels
 from draftwise.runtime.kernels import qmm
 from draftwise.runtime.weights import QuantizedTensor
-from structlog.testing import capture_logs
 
 
 @pytest.fixture
