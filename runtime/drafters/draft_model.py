@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import mlx.core as mx
@@ -20,8 +21,14 @@ class DraftModelDrafter:
     round accepted all of them (it was never fed to the draft model).
     """
 
-    def __init__(self, model: Transformer, max_draft: int = 16) -> None:
-        self.model = model
+    def __init__(
+        self, model: Transformer, max_draft: int = 16, head_rows: int | None = None
+    ) -> None:
+        # A shallow copy, so limiting its output head leaves the caller's model whole.
+        self.model = copy.copy(model)
+        self.vocab_size = model.config.vocab_size
+        if head_rows is not None and head_rows < self.vocab_size:
+            self.model.limit_head(head_rows)
         self.name = "draft_model"
         self.max_draft = max_draft
         self.cache = model.make_cache(max_rollback=max_draft + 2)
@@ -63,11 +70,18 @@ class DraftModelDrafter:
                 assert keys is not None
                 logprobs = filtered_logprobs(logits, sampling)
                 token = mx.random.categorical(logprobs, axis=-1, key=keys[step]).astype(mx.uint32)
-                probs.append(mx.exp(logprobs))
+                probs.append(self._full_width(mx.exp(logprobs)))
             tokens.append(token)
             inputs = token
         draft = mx.concatenate(tokens)
         return DraftProposal(draft, mx.concatenate(probs) if probs else None)
+
+    def _full_width(self, probs: mx.array) -> mx.array:
+        """Pad ``[1, head_rows]`` probabilities with zeros to ``[1, vocab]``."""
+        missing = self.vocab_size - probs.shape[-1]
+        if missing == 0:
+            return probs
+        return mx.concatenate([probs, mx.zeros((probs.shape[0], missing), probs.dtype)], axis=-1)
 
     def commit(self, num_accepted: int, committed_ids: Sequence[int]) -> None:
         """Rewind the draft cache to the committed prefix and queue what it still lacks."""

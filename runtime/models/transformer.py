@@ -65,6 +65,7 @@ class Transformer:
         self.traditional_rope = traditional_rope
         self.activation = activation
         self.name = name
+        self._head: Weight = weights.get("output.weight", weights["token_embd.weight"])
         self._check_weights()
 
     def _check_weights(self) -> None:
@@ -80,6 +81,36 @@ class Transformer:
                 f"model '{self.name}' lacks {len(missing)} required tensors ({shown}); "
                 f"the file is incomplete or not a {self.config.architecture} model"
             )
+
+    def limit_head(self, head_rows: int) -> None:
+        """Compute logits for token ids below ``head_rows`` only.
+
+        A drafter uses this to skip most of a large output head: it can then
+        propose only those tokens, which costs acceptance on rare tokens but
+        never changes what the target decides.
+        """
+        full = self.weights.get("output.weight", self.weights["token_embd.weight"])
+        rows = full.shape[0]
+        if not 0 < head_rows <= rows:
+            raise ValueError(f"head_rows {head_rows} is outside 1..{rows} for model '{self.name}'")
+        if isinstance(full, QuantizedTensor):
+            self._head = QuantizedTensor(
+                full.weight[:head_rows],
+                full.scales[:head_rows],
+                full.biases[:head_rows],
+                full.bits,
+                full.group_size,
+                (head_rows, full.shape[1]),
+            )
+        else:
+            self._head = full[:head_rows]
+        mx.eval(self.parameters_of(self._head))
+
+    @staticmethod
+    def parameters_of(weight: Weight) -> list[mx.array]:
+        if isinstance(weight, QuantizedTensor):
+            return [weight.weight, weight.scales, weight.biases]
+        return [weight]
 
     def make_cache(self, max_rollback: int = 16) -> ModelCache:
         """Create an empty cache; sliding layers keep ``max_rollback`` extra positions."""
@@ -111,8 +142,7 @@ class Transformer:
         if last_row_only:
             hidden = hidden[-1:]
         hidden = rms_norm(hidden, self._norm("output_norm.weight"), config.rms_norm_eps)
-        head = self.weights.get("output.weight", self.weights["token_embd.weight"])
-        logits = linear(hidden, head)  # [n, vocab]
+        logits = linear(hidden, self._head)  # [n, vocab] or [n, head_rows]
         return ForwardOutput(logits=logits, hidden=hidden if return_hidden else None)
 
     def _vector(self, name: str) -> mx.array | None:

@@ -285,3 +285,16 @@ def test_greedy_ngram_drafter_matches_plain(target, k):
     tokens = spec_tokens(target, NgramDrafter(), DraftLengthTuner(fixed=k), params, prompt, stats)
     assert tokens == reference
     assert stats.num_drafted > 0
+
+
+def test_greedy_draft_with_limited_head_matches_plain(target):
+    params = GenerationParams(max_tokens=40)
+    reference = plain_tokens(target, params)
+    draft = tiny_model(seed=1)  # the target's weights: right whenever the token is in the head
+    drafter = DraftModelDrafter(draft, head_rows=48)
+    stats = SpeculationStats()
+    assert spec_tokens(target, drafter, DraftLengthTuner(fixed=4), params, stats=stats) == reference
+    assert stats.num_accepted > 0
+    assert stats.num_accepted < stats.num_drafted
+    assert draft.config.vocab_size == 96
+    assert drafter.model is not draft

@@ -133,3 +133,18 @@ def test_seeded_speculative_run_reproducible(models):
         target, DraftModelDrafter(draft), DigitTokenizer(), PROMPT, other, DraftLengthTuner(fixed=3)
     )
     assert [t for c in different for t in c.token_ids] != first
+
+
+def test_speculative_sampling_with_limited_draft_head(models):
+    target, draft = models
+    sampling = SamplingParams(temperature=1.0)
+    joint = exact_joint(target, PROMPT, sampling, 3)
+    samples = []
+    for seed in range(1000):
+        params = GenerationParams(sampling=SamplingParams(1.0, seed=seed), max_tokens=3)
+        drafter = DraftModelDrafter(draft, head_rows=4)  # never proposes tokens 4 and 5
+        chunks = generate_speculative(
+            target, drafter, DigitTokenizer(), PROMPT, params, DraftLengthTuner(fixed=2)
+        )
+        samples.append(tuple(t for c in chunks for t in c.token_ids))
+    assert chi_square_p_value(samples, joint) > 0.01
