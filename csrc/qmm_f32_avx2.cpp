@@ -28,8 +28,8 @@ constexpr std::array<int8_t, 32> make_shuffle(int bits, int delta) {
 struct Isa {
   using Vec = __m256;
   static constexpr int kLanes = 8;
-  static constexpr int kInlineMaxRows = 4;
-  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 4, 3, 3, 2};
+  static constexpr int kInlineMaxRows = 8;
+  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 4, 3, 3, 2, 2, 1, 1, 1};
   static constexpr int kInlineChunk = 32;
   static constexpr int kTileMR = 4;
   static constexpr int kTileNR = 3;
@@ -58,6 +58,16 @@ struct Isa {
     __m256i q;
     if constexpr (Bits == 8) {
       q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 8 * J)));
+    } else if constexpr (Bits == 4) {
+      // Split the 16 bytes into low and high nibbles and interleave them back
+      // into element order, one byte per element; no variable shifts (slow
+      // on some AMD cores). The compiler shares this across the four J.
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
+      const __m128i mask = _mm_set1_epi8(0x0F);
+      const __m128i low = _mm_and_si128(bytes, mask);
+      const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+      const __m128i half = J < 2 ? _mm_unpacklo_epi8(low, high) : _mm_unpackhi_epi8(low, high);
+      q = _mm256_cvtepu8_epi32(J % 2 == 0 ? half : _mm_srli_si128(half, 8));
     } else if constexpr (Bits <= 4) {
       // Eight values fit in one 32-bit word. The word is read so that it ends
       // inside the block (4 * Bits bytes), never past the weight buffer.

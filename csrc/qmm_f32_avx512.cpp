@@ -74,8 +74,8 @@ constexpr std::array<int8_t, 64> make_shuffle(int bits) {
 struct Isa {
   using Vec = __m512;
   static constexpr int kLanes = 16;
-  static constexpr int kInlineMaxRows = 4;
-  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 4, 4, 4, 4};
+  static constexpr int kInlineMaxRows = 8;
+  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 4, 4, 4, 4, 3, 3, 2, 2};
   static constexpr int kInlineChunk = 32;
   static constexpr int kTileMR = 4;
   static constexpr int kTileNR = 6;
