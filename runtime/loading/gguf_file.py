@@ -1,10 +1,10 @@
 """Parse a GGUF file's header: metadata key-value pairs and tensor descriptors.
 
-The header is parsed here rather than with `gguf.GGUFReader` because the
-reader builds a numpy view per array element: opening the Qwen2.5-Coder 1.5B
-file (151,936 vocabulary strings) took 26 s and Gemma 3 270M 63 s with
-gguf 0.19 on a shared 2-core machine, against well under a second here.
-Tensor data stays on disk and is memory-mapped on request.
+The header is parsed here rather than with `gguf.GGUFReader`, because the
+reader builds a numpy view per array element. With gguf 0.19 on a shared
+2-core machine, the reader took 26 s to open the Qwen2.5-Coder 1.5B file
+(151,936 vocabulary strings) and 63 s for Gemma 3 270M; this parser takes
+about a second. Tensor data stays on disk and is memory-mapped on request.
 
 Layout (GGUF version 2 and 3, little-endian): magic ``GGUF``, uint32
 version, uint64 tensor count, uint64 key-value count, the key-value pairs,
@@ -64,7 +64,7 @@ _NUMPY_DTYPES: dict[GGUFValueType, str] = {
 
 def repair_hint(path: Path) -> str:
     """Return the fix to suggest for a damaged model file."""
-    return f"re-run `draftwise pull {path.stem}` or download the file again"
+    return "re-run `draftwise pull` for this model or download the file again"
 
 
 @dataclass(frozen=True)
@@ -93,64 +93,64 @@ class _Cursor:
         self.pos = 0
         self.size = len(buffer)
 
-    def fail(self, what: str) -> ModelFormatError:
+    def fail(self, problem: str) -> ModelFormatError:
         return ModelFormatError(
-            f"GGUF file '{self.path}' is corrupt or truncated: {what} at byte {self.pos} "
+            f"GGUF file '{self.path}' is corrupt or truncated: {problem} at byte {self.pos} "
             f"(file size {self.size}); {repair_hint(self.path)}"
         )
 
-    def take(self, count: int, what: str) -> int:
+    def take(self, count: int, field: str) -> int:
         """Advance past ``count`` bytes and return where they start."""
         if count < 0 or self.pos + count > self.size:
-            raise self.fail(f"{what} needs {count} bytes past the end of the file")
+            raise self.fail(f"{field} needs {count} bytes past the end of the file")
         start = self.pos
         self.pos += count
         return start
 
-    def scalar(self, value_type: GGUFValueType, what: str) -> Any:
+    def scalar(self, value_type: GGUFValueType, field: str) -> Any:
         fmt = _SCALAR_FORMATS[value_type]
-        start = self.take(struct.calcsize(fmt), what)
+        start = self.take(struct.calcsize(fmt), field)
         return struct.unpack_from(fmt, self.buffer, start)[0]
 
-    def u32(self, what: str) -> int:
-        return int(self.scalar(GGUFValueType.UINT32, what))
+    def u32(self, field: str) -> int:
+        return int(self.scalar(GGUFValueType.UINT32, field))
 
-    def u64(self, what: str) -> int:
-        return int(self.scalar(GGUFValueType.UINT64, what))
+    def u64(self, field: str) -> int:
+        return int(self.scalar(GGUFValueType.UINT64, field))
 
-    def string(self, what: str) -> str:
-        length = self.u64(what + " length")
-        start = self.take(length, what)
+    def string(self, field: str) -> str:
+        length = self.u64(field + " length")
+        start = self.take(length, field)
         try:
             return self.buffer[start : start + length].decode("utf-8")
         except UnicodeDecodeError as error:
-            raise self.fail(f"{what} is not valid UTF-8 ({error.reason})") from error
+            raise self.fail(f"{field} is not valid UTF-8 ({error.reason})") from error
 
-    def value(self, value_type: int, what: str) -> Any:
+    def value(self, value_type: int, field: str) -> Any:
         try:
             kind = GGUFValueType(value_type)
         except ValueError as error:
-            raise self.fail(f"{what} has unknown value type {value_type}") from error
+            raise self.fail(f"{field} has unknown value type {value_type}") from error
         if kind == GGUFValueType.STRING:
-            return self.string(what)
+            return self.string(field)
         if kind == GGUFValueType.ARRAY:
-            return self.array(what)
-        return self.scalar(kind, what)
+            return self.array(field)
+        return self.scalar(kind, field)
 
-    def array(self, what: str) -> Any:
-        element_type = self.u32(what + " element type")
-        count = self.u64(what + " element count")
+    def array(self, field: str) -> Any:
+        element_type = self.u32(field + " element type")
+        count = self.u64(field + " element count")
         if element_type in _NUMPY_DTYPES:
             dtype = np.dtype(_NUMPY_DTYPES[GGUFValueType(element_type)])
-            start = self.take(count * dtype.itemsize, what)
+            start = self.take(count * dtype.itemsize, field)
             return np.frombuffer(self.buffer[start : self.pos], dtype=dtype).copy()
         if count > self.size - self.pos:
-            raise self.fail(f"{what} claims {count} elements")
+            raise self.fail(f"{field} claims {count} elements")
         if element_type == GGUFValueType.STRING:
-            return self.string_array(count, what)
-        return [self.value(element_type, f"{what}[{index}]") for index in range(count)]
+            return self.string_array(count, field)
+        return [self.value(element_type, f"{field}[{index}]") for index in range(count)]
 
-    def string_array(self, count: int, what: str) -> list[str]:
+    def string_array(self, count: int, field: str) -> list[str]:
         # The vocabulary holds up to a few hundred thousand strings, so this
         # loop avoids per-element method calls.
         buffer, pos, size = self.buffer, self.pos, self.size
@@ -169,11 +169,11 @@ class _Cursor:
                 pos += length
         except UnicodeDecodeError as error:
             self.pos = pos
-            bad = f"{what}[{len(strings)}]"
-            raise self.fail(f"{bad} is not valid UTF-8 ({error.reason})") from error
+            element = f"{field}[{len(strings)}]"
+            raise self.fail(f"{element} is not valid UTF-8 ({error.reason})") from error
         self.pos = pos
         if len(strings) < count:
-            raise self.fail(f"{what}[{len(strings)}] extends past the end of the file")
+            raise self.fail(f"{field}[{len(strings)}] extends past the end of the file")
         return strings
 
 
@@ -181,7 +181,7 @@ class _Cursor:
 class GGUFFile:
     """A parsed GGUF header.
 
-    ``metadata`` holds every key: numbers, strings and bools as Python values,
+    ``metadata`` contains every key: numbers, strings and bools as Python values,
     numeric arrays as numpy arrays, other arrays as lists. ``tensors`` keeps
     the file's tensor order.
     """

@@ -41,7 +41,7 @@ def load_gguf(
     Raises `ModelNotFoundError` when the file does not exist,
     `UnsupportedArchitectureError` for an architecture draftwise does not
     implement and `ModelFormatError` for a file that is not GGUF, is
-    truncated or corrupt, or holds an unsupported tensor type.
+    truncated or corrupt, or contains an unsupported tensor type.
     """
     checked_policy = check_policy(policy)
     source = Path(path)
@@ -82,10 +82,10 @@ def _convert(source: Path, policy: Policy) -> CachedConversion:
     architecture = check_architecture(header.metadata.get("general.architecture"), source)
     shapes = {name: info.shape for name, info in header.tensors.items()}
     config = config_from_metadata(header.metadata, shapes, source)
+    tokenizer_json = build_gguf_tokenizer(header.metadata, source).to_str()
     weights: WeightDict = {
         name: convert_tensor(header, info, policy) for name, info in header.tensors.items()
     }
-    tokenizer_json = build_gguf_tokenizer(header.metadata, source).to_str()
     document = {
         "architecture": architecture,
         "metadata": plain_metadata(header.metadata),

@@ -28,6 +28,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from tokenizers.processors import TemplateProcessing
 
 from draftwise.runtime.errors import ModelFormatError
+from draftwise.runtime.loading.gguf_file import repair_hint
 
 # llama.cpp token types (enum llama_token_type).
 TOKEN_NORMAL = 1
@@ -60,9 +61,22 @@ COMPOSED_PRE_TOKENIZERS = ("smollm", "gpt-2", "default")
 def build_gguf_tokenizer(metadata: dict[str, Any], path: Path) -> Tokenizer:
     """Return the tokenizer described by the ``tokenizer.*`` keys of a GGUF file.
 
-    Raises `ModelFormatError` when the keys are missing or name a tokenizer
-    model or pre-tokenizer that draftwise does not implement.
+    Raises `ModelFormatError` when the keys are missing, inconsistent (a merge
+    of unknown tokens) or name a tokenizer model or pre-tokenizer that
+    draftwise does not implement.
     """
+    try:
+        return _build(metadata, path)
+    except ModelFormatError:
+        raise
+    except Exception as error:
+        # `tokenizers` reports invalid input with a bare Exception.
+        raise ModelFormatError(
+            f"GGUF file '{path}' has an invalid tokenizer ({error}); {repair_hint(path)}"
+        ) from error
+
+
+def _build(metadata: dict[str, Any], path: Path) -> Tokenizer:
     kind = metadata.get("tokenizer.ggml.model")
     tokens = metadata.get("tokenizer.ggml.tokens")
     if kind is None or tokens is None:

@@ -1,6 +1,6 @@
 """Load a Hugging Face or MLX safetensors folder into the same form as a GGUF file.
 
-A folder holds ``config.json``, one or more ``*.safetensors`` files and
+A folder contains ``config.json``, one or more ``*.safetensors`` files and
 usually ``tokenizer.json``, ``tokenizer_config.json`` and
 ``generation_config.json``. Tensor names are mapped to GGUF names and values
 are rewritten the way llama.cpp's converter writes them, so a model module
@@ -90,7 +90,7 @@ def load_safetensors_folder(
 ) -> LoadedModel:
     """Load a safetensors model folder as a LoadedModel with GGUF names and conventions.
 
-    ``cache_dir`` holds the memo of file digests (see `converted_cache`).
+    ``cache_dir`` contains the memo of file digests (see `converted_cache`).
     Raises `ModelNotFoundError` for a missing folder, `UnsupportedArchitectureError`
     for an unknown ``model_type`` and `ModelFormatError` for a folder without
     config.json or weights, or with a tensor that has no GGUF name.

@@ -10,8 +10,16 @@ import numpy as np
 
 from draftwise.runtime.weights import WeightDict
 
-# Metadata arrays longer than this (the vocabulary, merges, scores) stay out
-# of LoadedModel.metadata; the tokenizer carries them instead.
+# The vocabulary arrays stay out of LoadedModel.metadata (the tokenizer
+# carries them), as does any other array longer than MAX_METADATA_ARRAY.
+TOKENIZER_ARRAYS = frozenset(
+    {
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.scores",
+        "tokenizer.ggml.merges",
+    }
+)
 MAX_METADATA_ARRAY = 1024
 
 
@@ -26,13 +34,14 @@ class LoadedModel:
     plain multipliers), and Llama query/key rows are permuted so that rotary
     embedding rotates adjacent pairs (``config["rope_traditional"]``).
 
-    ``metadata`` holds the source's metadata as plain Python values under GGUF
-    key names (synthesized for safetensors folders), without arrays longer
-    than MAX_METADATA_ARRAY. ``config`` holds the hyper-parameters in neutral
-    names (see `model_config`). ``tokenizer_json`` is a serialized
-    `tokenizers.Tokenizer`, or None when the source has no tokenizer.
-    ``source_sha256`` identifies the source file (for a folder: a digest of
-    its files' digests).
+    ``metadata`` contains the source's metadata as plain Python values under GGUF
+    key names (synthesized for safetensors folders), without the vocabulary
+    arrays and other arrays longer than MAX_METADATA_ARRAY. ``config`` contains
+    the hyper-parameters in neutral names (see `model_config`).
+    ``tokenizer_json`` is a serialized `tokenizers.Tokenizer`, or None when
+    the source has no tokenizer. ``policy`` is the weight policy of a GGUF
+    load ("auto" for folders). ``source_sha256`` identifies the source file
+    (for a folder: a digest of its files' digests).
     """
 
     architecture: str
@@ -49,6 +58,8 @@ def plain_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """Return ``metadata`` as JSON-compatible Python values, without long arrays."""
     plain: dict[str, Any] = {}
     for key, value in metadata.items():
+        if key in TOKENIZER_ARRAYS:
+            continue
         if isinstance(value, np.ndarray | list) and len(value) > MAX_METADATA_ARRAY:
             continue
         plain[key] = _plain(value)

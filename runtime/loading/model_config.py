@@ -42,6 +42,11 @@ GEMMA3_LOCAL_ROPE_THETA = 10000.0
 # (query_pre_attn_scalar=168); llama.cpp recognizes it by its 62 layers.
 GEMMA3_27B_LAYERS = 62
 
+_REPAIR = (
+    "the file is incomplete or was written by an unsupported converter; "
+    "re-run `draftwise pull` for this model or download it again"
+)
+
 
 def check_architecture(architecture: object, path: Path) -> str:
     """Return ``architecture`` if draftwise implements it, else raise naming the choices."""
@@ -58,17 +63,31 @@ def config_from_metadata(
 ) -> dict[str, Any]:
     """Return the neutral config of a model from its metadata and its tensor shapes.
 
-    Raises `ModelFormatError` naming the missing key when a required
-    hyper-parameter is absent.
+    Raises `UnsupportedArchitectureError` for an unknown architecture and
+    `ModelFormatError` naming the key when a required hyper-parameter is
+    absent or not a number.
     """
     architecture = check_architecture(metadata.get("general.architecture"), path)
+    try:
+        return _config(architecture, metadata, shapes, path)
+    except (TypeError, ValueError) as error:
+        raise ModelFormatError(
+            f"model '{path}' has an invalid hyper-parameter in its metadata ({error}); {_REPAIR}"
+        ) from error
+
+
+def _config(
+    architecture: str,
+    metadata: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]],
+    path: Path,
+) -> dict[str, Any]:
     prefix = architecture + "."
 
     def required(key: str) -> Any:
         if prefix + key not in metadata:
             raise ModelFormatError(
-                f"model '{path}' lacks the metadata key '{prefix + key}'; the file is "
-                "incomplete or was written by an unsupported converter"
+                f"model '{path}' lacks the metadata key '{prefix + key}'; {_REPAIR}"
             )
         return metadata[prefix + key]
 
@@ -108,9 +127,6 @@ def config_from_metadata(
     if architecture == "gemma3":
         config.update(_gemma3_fields(metadata, config))
     return config
-
-
-_REPAIR = "the file is incomplete; download it again"
 
 
 def _optional_float(metadata: Mapping[str, Any], key: str) -> float | None:

@@ -101,9 +101,9 @@ def _decode_q8_0(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def _k_scales_mins(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unpack the 12-byte field of 8 six-bit scales and 8 six-bit mins (Q4_K, Q5_K).
 
-    Bytes 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3; bytes
-    8-11 hold the low 4 bits of scales 4-7 (low nibble) and mins 4-7 (high
-    nibble), whose top 2 bits sit in the top bits of bytes 0-3 and 4-7.
+    Bytes 0-3 contain scales 0-3 in their low 6 bits, and bytes 4-7 mins 0-3.
+    Bytes 8-11 contain the low 4 bits of scales 4-7 (low nibble) and mins 4-7
+    (high nibble). Their top 2 bits are the top bits of bytes 0-3 and 4-7.
     """
     low_scales, low_mins, mixed = packed[..., 0:4], packed[..., 4:8], packed[..., 8:12]
     scales = np.concatenate(
@@ -212,7 +212,7 @@ def _q6_k_integers(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Decode Q6_K blocks [rows, blocks, 210] into ``d`` and integers ``sc * (q - 32)``.
 
     A block is 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16
-    int8 sub-block scales and a float16 ``d``; element ``i`` of sub-block
+    int8 sub-block scales and a float16 ``d``. Element ``i`` of sub-block
     ``j`` is ``d * sc_j * (q - 32)``. Returns int16 [rows, blocks * 256] and
     float32 ``d`` [rows, blocks].
     """
@@ -223,7 +223,7 @@ def _q6_k_integers(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # 64-127; bit pairs 0-1, 2-3, 4-5, 6-7 give the top bits of each 32.
     low = np.concatenate([low_bytes & 0x0F, low_bytes >> 4], axis=-2).reshape(rows, count, 2, 4, 32)
     high = (high_bytes >> np.array([0, 2, 4, 6], dtype=np.uint8)[:, None]) & 0x03
-    # |sc * (q - 32)| <= 128 * 32, so int16 holds every product.
+    # |sc * (q - 32)| <= 128 * 32, so every product fits in int16.
     q = (low | (high << 4)).reshape(rows, count, 16, 16).astype(np.int16) - np.int16(32)
     sub_scales = blocks[..., 192:208].view(np.int8).astype(np.int16)
     integers = (q * sub_scales[..., None]).reshape(rows, count * 256)
@@ -233,7 +233,7 @@ def _q6_k_integers(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def requantize_q6_k(raw: np.ndarray) -> PackedMatrix:
     """Requantize a Q6_K matrix (raw bytes [out, row_bytes]) to 8 bits, groups of 32.
 
-    Each 32-element group holds values ``d * a`` with integers ``a`` spanning
+    Each 32-element group contains values ``d * a`` with integers ``a`` spanning
     ``hi - lo``. With ``step = max(1, ceil((hi - lo) / 255))`` the group
     stores ``round((a - lo) / step)`` with scale ``d * step`` and bias
     ``d * lo``, all exact in float32. The error is at most ``d * step / 2``
