@@ -16,12 +16,14 @@ NB_MODULE(_qmm, m) {
 
   m.def("quantized_matmul", &draftwise::quantized_matmul, "x"_a, "weight"_a, "scales"_a,
         "biases"_a, "bits"_a, "group_size"_a, nb::kw_only(), "isa"_a = "",
-        "stream"_a = nb::none(),
+        "math"_a = "f32", "stream"_a = nb::none(),
         R"(Return x @ dequantize(weight, scales, biases).T as a lazy float32 array.
 
 The weight uses MLX's affine layout from mx.quantize(w, group_size, bits).
 isa selects a variant ("scalar", "avx2", "avx512"); "" picks the best one
-this CPU supports. Raises ValueError naming any invalid argument.)");
+this CPU supports. math="int8" quantizes each 32-element block of x to int8
+(4-bit weights; other widths keep float32 math). Raises ValueError naming
+any invalid argument.)");
 
   m.def(
       "default_isa", [] { return draftwise::isa_of(draftwise::default_variant()); },

@@ -54,17 +54,35 @@ std::string isa_of(const KernelVariant& variant) {
   return name.substr(0, name.find('_'));
 }
 
-const KernelVariant& variant_for_isa(const std::string& isa) {
+const KernelVariant& variant_for(const std::string& isa, const std::string& math) {
+  if (math != "f32" && math != "int8") {
+    throw std::invalid_argument("quantized_matmul: math='" + math +
+                                "' is not supported; use 'f32' or 'int8'");
+  }
+  const KernelVariant* chosen = nullptr;
   std::string usable;
   for (const KernelVariant* variant : usable_variants()) {
-    if (isa_of(*variant) == isa) {
-      return *variant;
+    if (isa.empty() ? chosen == nullptr : isa_of(*variant) == isa) {
+      chosen = variant;
     }
     usable += (usable.empty() ? "" : ", ") + isa_of(*variant);
   }
-  throw std::invalid_argument("quantized_matmul: ISA '" + isa +
-                              "' is not compiled in or not supported by this CPU; usable: " +
-                              usable);
+  if (chosen == nullptr) {
+    throw std::invalid_argument("quantized_matmul: ISA '" + isa +
+                                "' is not compiled in or not supported by this CPU; usable: " +
+                                usable);
+  }
+  if (math == "f32") {
+    return *chosen;
+  }
+#if defined(DRAFTWISE_HAVE_AVX2)
+  // The int8 kernel is written for AVX2 only; AVX-512 CPUs run it too.
+  if (isa_of(*chosen) != "scalar") {
+    return kAvx2I8;
+  }
+#endif
+  throw std::invalid_argument("quantized_matmul: math='int8' needs an AVX2 CPU and ISA; got '" +
+                              isa_of(*chosen) + "'");
 }
 
 }  // namespace draftwise

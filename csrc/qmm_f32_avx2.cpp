@@ -106,6 +106,8 @@ extern const KernelVariant kAvx2F32 = {
     simd_column_chunk,
     simd_scratch_floats,
     simd_run,
+    nullptr,
+    nullptr,
 };
 
 }  // namespace draftwise

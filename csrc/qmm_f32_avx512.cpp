@@ -134,6 +134,8 @@ extern const KernelVariant kAvx512F32 = {
     simd_column_chunk,
     simd_scratch_floats,
     simd_run,
+    nullptr,
+    nullptr,
 };
 
 }  // namespace draftwise

@@ -63,6 +63,8 @@ extern const KernelVariant kScalarF32 = {
     scalar_column_chunk,
     scalar_scratch_floats,
     scalar_run,
+    nullptr,
+    nullptr,
 };
 
 }  // namespace draftwise

@@ -143,20 +143,32 @@ void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& proble
     buffers[t] = scratch[t].reserve(scratch_floats);
   }
 
+  // prepare() runs on this thread; the tasks only read its output.
+  static std::vector<uint8_t> prepared;
+  QmmProblem with_prepared = problem;
+  const size_t prepared_bytes = variant.prepared_bytes ? variant.prepared_bytes(problem) : 0;
+  if (prepared_bytes > 0) {
+    prepared.resize(prepared_bytes + 64);
+    void* aligned = prepared.data() + (64 - reinterpret_cast<uintptr_t>(prepared.data()) % 64);
+    variant.prepare(problem, aligned);
+    with_prepared.prepared = aligned;
+  }
+
   const int64_t chunk = variant.column_chunk(problem);
   const int64_t tasks = (problem.n + chunk - 1) / chunk;
   pool.run(tasks, [&](int64_t task, int thread) {
     const int64_t n_begin = task * chunk;
     const int64_t n_end = n_begin + chunk < problem.n ? n_begin + chunk : problem.n;
-    variant.run(problem, n_begin, n_end, buffers[thread]);
+    variant.run(with_prepared, n_begin, n_end, buffers[thread]);
   });
 }
 
 mx::array quantized_matmul(const mx::array& x, const mx::array& weight, const mx::array& scales,
                            const mx::array& biases, int bits, int group_size,
-                           const std::string& isa, mx::StreamOrDevice s) {
+                           const std::string& isa, const std::string& math,
+                           mx::StreamOrDevice s) {
   check_arguments(x, weight, scales, biases, bits, group_size);
-  const KernelVariant& variant = isa.empty() ? default_variant() : variant_for_isa(isa);
+  const KernelVariant& variant = variant_for(isa, math);
   const mx::Stream stream = mx::to_stream(s, mx::Device::cpu);
   if (stream.device != mx::Device::cpu) {
     reject("runs on the CPU only; pass stream=mx.cpu");

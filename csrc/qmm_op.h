@@ -15,11 +15,13 @@ namespace mx = mlx::core;
 // layout as mx.quantize(w, group_size, bits) produces it: x float32 [..., K],
 // weight uint32 [N, K * bits / 32], scales and biases float32 [N, K / group_size].
 // The result is float32 [..., N]. `isa` names a variant ("scalar", "avx2",
-// "avx512"); empty selects the best one this CPU supports. Throws
+// "avx512"); empty selects the best one this CPU supports. `math` is "f32"
+// or "int8" (int8 activations, see qmm_i8_avx2.cpp). Throws
 // std::invalid_argument naming the offending value.
 mx::array quantized_matmul(const mx::array& x, const mx::array& weight, const mx::array& scales,
                            const mx::array& biases, int bits, int group_size,
-                           const std::string& isa = "", mx::StreamOrDevice s = {});
+                           const std::string& isa = "", const std::string& math = "f32",
+                           mx::StreamOrDevice s = {});
 
 class QuantizedMatmulRows : public mx::UnaryPrimitive {
  public:

@@ -31,6 +31,9 @@ struct QmmProblem {
   int64_t k;
   int bits;
   int group_size;
+  // What the variant's prepare() built for this call (quantized x rows),
+  // shared read-only by all threads; nullptr for variants without prepare.
+  const void* prepared = nullptr;
 };
 
 // One compiled kernel family, chosen once per process by CPU feature.
@@ -42,11 +45,16 @@ struct KernelVariant {
   size_t (*scratch_floats)(const QmmProblem& problem);
   // Computes out[:, n_begin:n_end] for all rows.
   void (*run)(const QmmProblem& problem, int64_t n_begin, int64_t n_end, float* scratch);
+  // Optional (nullptr): bytes of per-call data that prepare() derives from x
+  // on one thread before the column tasks run. Zero skips prepare().
+  size_t (*prepared_bytes)(const QmmProblem& problem);
+  void (*prepare)(const QmmProblem& problem, void* prepared);
 };
 
 extern const KernelVariant kScalarF32;
 #if defined(DRAFTWISE_HAVE_AVX2)
 extern const KernelVariant kAvx2F32;
+extern const KernelVariant kAvx2I8;
 #endif
 #if defined(DRAFTWISE_HAVE_AVX512)
 extern const KernelVariant kAvx512F32;

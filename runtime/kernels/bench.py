@@ -99,6 +99,7 @@ def _bench_rows(
     m: int,
     repeats: int,
     budget_s: float,
+    math: str,
 ) -> dict[str, Any]:
     x = mx.random.normal((m, shape.k))
     mx.eval(x)
@@ -108,7 +109,7 @@ def _bench_rows(
         def kernel(i: int) -> mx.array:
             w = quantized[i]
             out: mx.array = _EXTENSION.quantized_matmul(
-                x, w.weight, w.scales, w.biases, w.bits, w.group_size
+                x, w.weight, w.scales, w.biases, w.bits, w.group_size, math=math
             )
             return out
 
@@ -133,6 +134,7 @@ def bench_kernel(
     formats: Sequence[tuple[int, int]] = DEFAULT_FORMATS,
     repeats: int = 7,
     budget_s: float = 2.0,
+    math: str = "f32",
 ) -> list[dict[str, Any]]:
     """Time one matmul per (format, shape, row count) with weights streamed from memory.
 
@@ -141,13 +143,17 @@ def bench_kernel(
     up to ``repeats`` calls (at least three, then until ``budget_s`` is
     spent). ``kernel_ms`` is None when the extension is not built, and the
     baselines are None above MAX_BASELINE_MACS multiply-adds per call.
+    ``math`` ("f32" or "int8") selects the kernel's arithmetic and is
+    recorded in each entry.
     """
     results: list[dict[str, Any]] = []
     for bits, group_size in formats:
         for shape in shapes:
             quantized = _quantized_copies(shape, bits, group_size)
             dense = _dense_copies(quantized)
-            measured = [_bench_rows(shape, quantized, dense, m, repeats, budget_s) for m in rows]
+            measured = [
+                _bench_rows(shape, quantized, dense, m, repeats, budget_s, math) for m in rows
+            ]
             del quantized, dense
             results.append(
                 {
@@ -156,6 +162,7 @@ def bench_kernel(
                     "k": shape.k,
                     "bits": bits,
                     "group_size": group_size,
+                    "math": math,
                     "rows": measured,
                 }
             )
