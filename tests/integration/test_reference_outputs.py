@@ -1,0 +1,59 @@
+"""draftwise's model code against an independent implementation on the same GGUF files.
+
+``data/reference_outputs.json`` was recorded with Hugging Face transformers
+loading each GGUF (dequantized to float32) by ``data/make_reference_outputs.py``;
+it holds, per model and prompt, the prompt token ids and the first 16 greedy
+token ids with the top-2 logit gap of each step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+from real_models import load_or_skip
+
+from draftwise.runtime.generate import GenerationParams, generate_plain
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "reference_outputs.json").read_text())
+
+CASES = [
+    (name, index)
+    for name, entry in sorted(REFERENCE["models"].items())
+    for index in range(len(entry["prompts"]))
+]
+
+
+def _entry(name: str, index: int) -> dict:
+    return REFERENCE["models"][name]["prompts"][index]
+
+
+@pytest.mark.parametrize(("name", "index"), CASES)
+def test_reference_prompt_token_ids(name, index):
+    lm = load_or_skip(name)
+    case = _entry(name, index)
+    if case["template_applied"]:
+        ids = lm.encode_messages([{"role": "user", "content": case["prompt"]}])
+        rendered = lm.tokenizer.apply_chat_template(
+            [{"role": "user", "content": case["prompt"]}], add_generation_prompt=True
+        )
+        assert rendered == case["rendered_prompt"]
+    else:
+        ids = lm.tokenizer.encode(
+            case["prompt"], add_special_tokens=case.get("add_special_tokens", False)
+        )
+    assert ids == case["prompt_token_ids"]
+
+
+@pytest.mark.parametrize(("name", "index"), CASES)
+def test_reference_greedy_token_ids(name, index):
+    lm = load_or_skip(name)
+    case = _entry(name, index)
+    expected = case["generated_token_ids"]
+    params = GenerationParams(max_tokens=len(expected))
+    chunks = generate_plain(lm.model, lm.tokenizer, case["prompt_token_ids"], params)
+    produced = [t for chunk in chunks for t in chunk.token_ids]
+    assert produced == expected[: len(produced)]
+    assert len(produced) == len(expected) or produced[-1] in lm.tokenizer.eos_token_ids
