@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlx.core as mx
 import pytest
 from real_models import load_or_skip
 
