@@ -298,3 +298,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     identical = plain.token_ids == spec.token_ids
     print(f"outputs identical: {'yes' if identical else 'NO'}")
     return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    main()
