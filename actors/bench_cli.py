@@ -30,6 +30,19 @@ def add_bench_command(subparsers: Any) -> None:
         metavar="NAME",
         help="draft model for the speculative modes",
     )
+    bench.add_argument(
+        "--drafter",
+        default="auto",
+        choices=["auto", "draft_model", "ngram"],
+        help="drafter for the speculative modes (default auto)",
+    )
+    bench.add_argument(
+        "--draft-head-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="limit the draft model's output head to token ids below N",
+    )
     bench.add_argument("--store", metavar="DIR", help="model store folder")
     bench.add_argument(
         "--workload",
@@ -89,7 +102,7 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
     rows = read_workload(args.workload, args.limit, categories)
     target = load_language_model(args.model, store_dir=args.store)
     draft = load_language_model(args.draft, store_dir=args.store) if args.draft else None
-    engine = Engine(target, draft)
+    engine = Engine(target, draft, args.drafter, args.draft_head_rows)
     results = run_workload(engine, rows, modes, args.max_tokens)
     results.update(
         {

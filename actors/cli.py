@@ -32,6 +32,21 @@ def _add_model_options(parser: argparse.ArgumentParser, *, draft_default: str | 
         help="draft model for speculative decoding, same tokenizer as the target"
         + (f" (default {draft_default})" if draft_default else " (default: none)"),
     )
+    parser.add_argument(
+        "--drafter",
+        default="auto",
+        choices=["auto", "draft_model", "ngram"],
+        help="what proposes tokens: auto picks per round among n-gram drafts and the draft "
+        "model; draft_model or ngram use one of them (default auto)",
+    )
+    parser.add_argument(
+        "--draft-head-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="let the draft model propose only token ids below N, which makes each draft "
+        "step cheaper (default: the whole vocabulary)",
+    )
     parser.add_argument("--store", metavar="DIR", type=Path, help="model store folder")
     parser.add_argument(
         "--policy",
@@ -231,7 +246,7 @@ def _load_engine(args: argparse.Namespace) -> Any:
     draft = None
     if args.draft:
         draft = load_language_model(args.draft, store_dir=args.store, policy=args.policy)
-    return Engine(target, draft)
+    return Engine(target, draft, args.drafter, args.draft_head_rows)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

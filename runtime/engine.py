@@ -6,7 +6,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from draftwise.runtime.drafters.adaptive import AdaptiveDrafter, AdaptiveTuner
+from draftwise.runtime.drafters.base import Drafter
 from draftwise.runtime.drafters.draft_model import DraftModelDrafter
+from draftwise.runtime.drafters.ngram import NgramDrafter
 from draftwise.runtime.errors import GenerationError
 from draftwise.runtime.generate import (
     GenerationChunk,
@@ -28,7 +31,9 @@ def parse_speculation(value: str | int) -> str | int:
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
         k = int(value)
         if not 0 <= k <= 16:
-            raise GenerationError(f"speculation length {k} is outside 0..16; use auto, off or 0..16")
+            raise GenerationError(
+                f"speculation length {k} is outside 0..16; use auto, off or 0..16"
+            )
         return k
     if value in ("auto", "off"):
         return value
@@ -59,14 +64,54 @@ class GenerationRecord:
         return out
 
 
-class Engine:
-    """A target model and an optional draft model, ready to generate."""
+DRAFTERS = ("auto", "draft_model", "ngram")
 
-    def __init__(self, target: LanguageModel, draft: LanguageModel | None = None) -> None:
+
+class Engine:
+    """A target model and an optional draft model, ready to generate.
+
+    ``drafter`` selects what proposes tokens: "auto" lets the tuner pick per
+    round among n-gram drafts and the draft model (n-gram only without a
+    draft model), "draft_model" and "ngram" use one of them.
+    ``draft_head_rows`` limits the draft model's output head to the first
+    that many token ids (None: the whole vocabulary).
+    """
+
+    def __init__(
+        self,
+        target: LanguageModel,
+        draft: LanguageModel | None = None,
+        drafter: str = "auto",
+        draft_head_rows: int | None = None,
+    ) -> None:
+        if drafter not in DRAFTERS:
+            raise GenerationError(
+                f"drafter '{drafter}' is invalid; use one of {', '.join(DRAFTERS)}"
+            )
+        if drafter == "draft_model" and draft is None:
+            raise GenerationError("drafter 'draft_model' needs a draft model; pass --draft NAME")
         if draft is not None:
             check_draft_compatible(target, draft)
         self.target = target
         self.draft = draft
+        self.drafter = drafter
+        self.draft_head_rows = draft_head_rows
+
+    def _make_drafter(self, fixed: int | None) -> tuple[Drafter, DraftLengthTuner | AdaptiveTuner]:
+        max_draft = max(MAX_DRAFT, fixed or 0)
+        options: list[Drafter] = []
+        if self.drafter in ("auto", "ngram"):
+            options.append(NgramDrafter())
+        if self.drafter in ("auto", "draft_model") and self.draft is not None:
+            options.append(
+                DraftModelDrafter(self.draft.model, max_draft, head_rows=self.draft_head_rows)
+            )
+        if fixed is not None or len(options) == 1:
+            # A fixed length uses one drafter: the draft model when there is one.
+            chosen = options[-1]
+            return chosen, DraftLengthTuner(max_draft=max_draft, fixed=fixed)
+        adaptive = AdaptiveDrafter(options, max_draft)
+        return adaptive, adaptive.tuner
 
     def generate(
         self,
@@ -81,22 +126,24 @@ class Engine:
         record = record if record is not None else GenerationRecord()
         record.prompt_tokens = len(prompt_ids)
         tokenizer = self.target.tokenizer
-        if speculation == "off" or (self.draft is None and speculation == "auto"):
+        if speculation == "off":
             chunks = generate_plain(
                 self.target.model, tokenizer, prompt_ids, params, record.timings, prefiller
             )
         else:
-            if self.draft is None:
-                raise GenerationError(
-                    f"speculation length {speculation} needs a draft model; pass --draft NAME"
-                )
             fixed = None if speculation == "auto" else int(speculation)
-            tuner = DraftLengthTuner(max_draft=max(MAX_DRAFT, fixed or 0), fixed=fixed)
+            drafter, tuner = self._make_drafter(fixed)
             record.speculation = SpeculationStats()
-            drafter = DraftModelDrafter(self.draft.model, max_draft=tuner.max_draft)
             chunks = generate_speculative(
-                self.target.model, drafter, tokenizer, prompt_ids, params, tuner,
-                record.speculation, record.timings, prefiller,
+                self.target.model,
+                drafter,
+                tokenizer,
+                prompt_ids,
+                params,
+                tuner,
+                record.speculation,
+                record.timings,
+                prefiller,
             )
         for chunk in chunks:
             record.token_ids.extend(chunk.token_ids)

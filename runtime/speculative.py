@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from draftwise.runtime.arrays import scalar_int
 from draftwise.runtime.drafters.base import Drafter
@@ -26,6 +26,9 @@ from draftwise.runtime.sampling import KeySequence, select_tokens
 from draftwise.runtime.termination import StopConditions
 from draftwise.runtime.tuner import DraftLengthTuner
 
+if TYPE_CHECKING:
+    from draftwise.runtime.drafters.adaptive import AdaptiveTuner
+
 
 @dataclass
 class SpeculationStats:
@@ -40,14 +43,18 @@ class SpeculationStats:
     round_s: float = 0.0
     host_s: float = 0.0
     draft_lengths: list[int] = field(default_factory=list)
+    rounds_by_drafter: Counter[str] = field(default_factory=Counter)
     reason_off: str | None = None
 
     @property
     def acceptance_rate(self) -> float:
         return self.num_accepted / self.num_drafted if self.num_drafted else 0.0
 
-    def record(self, num_drafted: int, num_accepted: int, round_s: float) -> None:
+    def record(
+        self, num_drafted: int, num_accepted: int, round_s: float, drafter: str = "none"
+    ) -> None:
         self.rounds += 1
+        self.rounds_by_drafter[drafter if num_drafted else "none"] += 1
         self.num_drafted += num_drafted
         self.num_accepted += num_accepted
         self.draft_length_histogram[num_drafted] += 1
@@ -71,6 +78,7 @@ class SpeculationStats:
                 str(p): round(self.accepted_by_position[p] / n, 4)
                 for p, n in sorted(self.drafted_by_position.items())
             },
+            "rounds_by_drafter": dict(self.rounds_by_drafter),
             "time_s": {"rounds": round(self.round_s, 4), "host": round(self.host_s, 4)},
             "reason_off": self.reason_off,
         }
@@ -82,7 +90,7 @@ def generate_speculative(
     tokenizer: TokenizerLike,
     prompt_ids: Sequence[int],
     params: GenerationParams,
-    tuner: DraftLengthTuner,
+    tuner: DraftLengthTuner | AdaptiveTuner,
     stats: SpeculationStats | None = None,
     timings: Timings | None = None,
     prefiller: Prefiller = fresh_prefill,
@@ -143,7 +151,8 @@ def generate_speculative(
         last_token_id = kept[-1]
         num_drafted = len(outcome.draft_token_ids)  # a drafter may propose fewer than k
         tuner.record(num_drafted, outcome.num_accepted, outcome.elapsed_s)
-        stats.record(num_drafted, outcome.num_accepted, outcome.elapsed_s)
+        drafter_name = str(getattr(drafter, "active", None) or getattr(drafter, "name", "none"))
+        stats.record(num_drafted, outcome.num_accepted, outcome.elapsed_s, drafter_name)
         stats.host_s += time.perf_counter() - host_started
         timings.generated_tokens += len(kept)
         timings.decode_s = time.perf_counter() - started

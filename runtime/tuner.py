@@ -89,19 +89,32 @@ class DraftLengthTuner:
             total += survive
         return total
 
+    def best(self, cap: int) -> tuple[int, float]:
+        """Return the draft length up to ``cap`` with the most expected tokens per second.
+
+        The rate is in tokens per predicted second (or per round before any
+        round was timed). This has no side effects.
+        """
+        best_k, best_rate = 0, 0.0
+        for k in range(max(cap, 0) + 1):
+            seconds = self.timing.predict(k)
+            rate = self.expected_tokens(k) / seconds if seconds else self.expected_tokens(k)
+            if rate > best_rate * 1.0001:
+                best_k, best_rate = k, rate
+        return best_k, best_rate
+
+    def wants_probe(self, cap: int) -> bool:
+        """Return whether it is time to try a short draft again after a stretch of k = 0."""
+        return cap > 0 and self.rounds_since_draft >= self.probe_interval
+
     def choose(self, limit: int | None = None) -> int:
         """Return the draft length for the next round, at most ``limit``."""
         cap = self.max_draft if limit is None else max(0, min(self.max_draft, limit))
         if self.fixed is not None:
             self.last_choice = min(self.fixed, cap)
             return self.last_choice
-        best_k, best_rate = 0, 0.0
-        for k in range(cap + 1):
-            seconds = self.timing.predict(k)
-            rate = self.expected_tokens(k) / seconds if seconds else self.expected_tokens(k)
-            if rate > best_rate * 1.0001:
-                best_k, best_rate = k, rate
-        if best_k == 0 and cap > 0 and self.rounds_since_draft >= self.probe_interval:
+        best_k, _ = self.best(cap)
+        if best_k == 0 and self.wants_probe(cap):
             best_k = min(PROBE_LENGTH, cap)
         self.last_choice = best_k
         return best_k

@@ -298,3 +298,30 @@ def test_greedy_draft_with_limited_head_matches_plain(target):
     assert stats.num_accepted < stats.num_drafted
     assert draft.config.vocab_size == 96
     assert drafter.model is not draft
+
+
+@pytest.mark.parametrize("correct", [None, 0, 2])
+def test_greedy_adaptive_drafter_matches_plain(target, correct):
+    from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    prompt = TOKENIZER.encode("a = [1, 2, 3]\nb = [1, 2, 3]\na = [1, 2")
+    params = GenerationParams(max_tokens=48)
+    reference = plain_tokens(target, params, prompt=prompt)
+    drafter = AdaptiveDrafter([NgramDrafter(), ScriptedDrafter(reference, correct)])
+    stats = SpeculationStats()
+    tokens = spec_tokens(target, drafter, drafter.tuner, params, prompt, stats)
+    assert tokens == reference
+    assert sum(stats.rounds_by_drafter.values()) == stats.rounds
+
+
+def test_adaptive_drafter_prefers_oracle_over_failing_ngram(target):
+    from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    params = GenerationParams(max_tokens=64)
+    reference = plain_tokens(target, params)
+    drafter = AdaptiveDrafter([NgramDrafter(min_n=1), ScriptedDrafter(reference, None)])
+    stats = SpeculationStats()
+    assert spec_tokens(target, drafter, drafter.tuner, params, stats=stats) == reference
+    assert stats.rounds_by_drafter["scripted"] > stats.rounds_by_drafter["ngram"]

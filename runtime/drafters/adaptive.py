@@ -1,0 +1,104 @@
+"""Choose the drafter per round: plain decoding, n-gram drafts or the draft model.
+
+Each option keeps its own `DraftLengthTuner`, so acceptance and the cost of a
+round are learned per drafter. Every round asks each option for its best
+draft length and expected tokens per second, and runs the best one; an
+n-gram option only counts when the context has a match right now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+
+from draftwise.runtime.drafters.base import Drafter, DraftProposal
+from draftwise.runtime.drafters.ngram import NgramDrafter
+from draftwise.runtime.sampling import SamplingParams
+from draftwise.runtime.tuner import PROBE_LENGTH, DraftLengthTuner
+
+
+@dataclass
+class _Option:
+    drafter: Drafter
+    tuner: DraftLengthTuner
+
+
+class AdaptiveDrafter:
+    """A `Drafter` over several drafters; `tuner` picks the drafter and length per round.
+
+    Sub-drafters that sit out a round still see its committed tokens, so any
+    of them can draft the next round.
+    """
+
+    def __init__(self, drafters: Sequence[Drafter], max_draft: int = 8) -> None:
+        if not drafters:
+            raise ValueError("AdaptiveDrafter needs at least one drafter")
+        self.name = "adaptive"
+        self.options = {d.name: _Option(d, DraftLengthTuner(max_draft=max_draft)) for d in drafters}
+        self.active: str | None = None
+        self.tuner = AdaptiveTuner(self, max_draft)
+
+    def start(self, prompt_ids: Sequence[int], prefiller: Any) -> None:
+        for option in self.options.values():
+            option.drafter.start(prompt_ids, prefiller)
+
+    def available(self, name: str, cap: int) -> int:
+        """Return how many tokens drafter ``name`` can propose now, at most ``cap``."""
+        drafter = self.options[name].drafter
+        if isinstance(drafter, NgramDrafter):
+            return len(drafter.peek(cap))
+        return cap
+
+    def propose(
+        self, num_tokens: int, sampling: SamplingParams, keys: list[mx.array] | None
+    ) -> DraftProposal:
+        proposal = DraftProposal(mx.zeros((0,), dtype=mx.uint32), None)
+        for name, option in self.options.items():
+            if name == self.active and num_tokens > 0:
+                proposal = option.drafter.propose(num_tokens, sampling, keys)
+            else:
+                option.drafter.propose(0, sampling, None)
+        return proposal
+
+    def commit(self, num_accepted: int, committed_ids: Sequence[int]) -> None:
+        for name, option in self.options.items():
+            accepted = num_accepted if name == self.active else 0
+            option.drafter.commit(accepted, committed_ids)
+
+
+class AdaptiveTuner:
+    """The tuner interface (`choose`, `record`, `max_draft`) for an AdaptiveDrafter."""
+
+    def __init__(self, drafter: AdaptiveDrafter, max_draft: int) -> None:
+        self.drafter = drafter
+        self.max_draft = max_draft
+
+    def choose(self, limit: int | None = None) -> int:
+        cap = self.max_draft if limit is None else max(0, min(self.max_draft, limit))
+        # Each option's best() weighs its own k = 0 (plain decoding) too, so an
+        # option that prefers drafting beats plain decoding by its own estimate.
+        best_name, best_k, best_rate = None, 0, 0.0
+        for name, option in self.drafter.options.items():
+            k, rate = option.tuner.best(self.drafter.available(name, cap))
+            if k > 0 and rate > best_rate:
+                best_name, best_k, best_rate = name, k, rate
+        if best_name is None:
+            for name, option in self.drafter.options.items():
+                available = self.drafter.available(name, cap)
+                if option.tuner.wants_probe(available):
+                    best_name, best_k = name, min(PROBE_LENGTH, available)
+                    break
+        self.drafter.active = best_name
+        return best_k
+
+    def record(self, num_drafted: int, num_accepted: int, seconds: float) -> None:
+        for name, option in self.drafter.options.items():
+            if name == self.drafter.active:
+                option.tuner.record(num_drafted, num_accepted, seconds)
+            elif num_drafted == 0:
+                option.tuner.record(0, 0, seconds)
+            else:
+                option.tuner.rounds_since_draft += 1
