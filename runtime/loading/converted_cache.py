@@ -1,6 +1,6 @@
 """A cache of converted weights, keyed by the source file's sha256 and the policy.
 
-An entry is a folder ``<sha256>-<policy>-v<FORMAT_VERSION>`` holding
+An entry is a folder ``<sha256>-<policy>-v<FORMAT_VERSION>`` containing
 ``weights.safetensors`` (the MLX arrays; a QuantizedTensor is stored as three
 arrays named ``<tensor>::weight``, ``::scales`` and ``::biases``),
 ``tokenizer.json`` and ``model.json`` (metadata, config and per-tensor

@@ -112,7 +112,7 @@ def _from_conversion(
 
 def _log_loaded(model: LoadedModel, started: float, *, from_cache: bool) -> None:
     logger.info(
-        "model_loaded",
+        "gguf_weights_loaded",
         path=str(model.path),
         architecture=model.architecture,
         policy=model.policy,

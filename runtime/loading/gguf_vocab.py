@@ -29,14 +29,12 @@ from tokenizers.processors import TemplateProcessing
 
 from draftwise.runtime.errors import ModelFormatError
 from draftwise.runtime.loading.gguf_file import repair_hint
+from draftwise.runtime.loading.incremental_decoder import SPM_SPACE
 
 # llama.cpp token types (enum llama_token_type).
 TOKEN_NORMAL = 1
 TOKEN_CONTROL = 3
 TOKEN_USER_DEFINED = 4
-TOKEN_BYTE = 6
-
-SPM_SPACE = "\u2581"  # "▁", SentencePiece's visible space
 
 # Split rules of the byte-level pre-tokenizers, as llama.cpp's llama-vocab.cpp
 # defines them for each `tokenizer.ggml.pre` value. The contractions are

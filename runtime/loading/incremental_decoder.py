@@ -20,7 +20,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 
 from draftwise.runtime.errors import ModelFormatError
 
-SPM_SPACE = "\u2581"
+SPM_SPACE = "\u2581"  # "▁", SentencePiece's visible space
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 

@@ -87,7 +87,7 @@ def _config(
     def required(key: str) -> Any:
         if prefix + key not in metadata:
             raise ModelFormatError(
-                f"model '{path}' lacks the metadata key '{prefix + key}'; {_REPAIR}"
+                f"model '{path}' is missing the metadata key '{prefix + key}'; {_REPAIR}"
             )
         return metadata[prefix + key]
 
@@ -135,6 +135,9 @@ def _optional_float(metadata: Mapping[str, Any], key: str) -> float | None:
 
 
 def _rope_scaling(metadata: Mapping[str, Any], prefix: str) -> dict[str, Any] | None:
+    # NOTE: Llama 3.1-style frequency scaling is not described here: GGUF files
+    # carry it as a rope_freqs.weight tensor (loaded with the weights), and a
+    # folder's low/high frequency factors are dropped.
     kind = metadata.get(prefix + "rope.scaling.type")
     factor = metadata.get(prefix + "rope.scaling.factor")
     if kind in (None, "none") and not factor:

@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+import gguf
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from draftwise.runtime.errors import ModelFormatError, UnsupportedArchitectureEr
 from draftwise.runtime.loading import gguf_loader, load_gguf
 from draftwise.runtime.loading.converted_cache import DIGEST_MEMO
 from draftwise.runtime.loading.gguf_file import read_gguf
+from draftwise.runtime.loading.gguf_tensors import convert_tensor
 from draftwise.runtime.weights import QuantizedTensor
 
 Q = GGMLQuantizationType
@@ -85,6 +87,30 @@ def test_load_gguf_llama_rotates_adjacent_pairs(
     assert model.config["rope_traditional"] is True
     assert model.config["tied_embeddings"] is False
     assert model.config["attention_bias"] is False
+
+
+def test_load_gguf_half_precision_matrices(tmp_path: Path, cache_dir: Path) -> None:
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((4, 64)).astype(np.float32)
+    bfloat16 = (values.view(np.uint32) >> 16).astype(np.uint16)
+    path = tmp_path / "halves.gguf"
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_tensor("f16.weight", values.astype(np.float16))
+    writer.add_tensor("bf16.weight", bfloat16.view(np.uint8), raw_dtype=Q.BF16)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    header = read_gguf(path)
+
+    f16 = convert_tensor(header, header.tensors["f16.weight"], "auto")
+    bf16 = convert_tensor(header, header.tensors["bf16.weight"], "auto")
+    assert isinstance(f16, mx.array)
+    assert isinstance(bf16, mx.array)
+    assert f16.dtype == mx.float32
+    assert bf16.dtype == mx.float32
+    assert np.array_equal(np.array(f16), values.astype(np.float16).astype(np.float32))
+    assert np.array_equal(np.array(bf16), (bfloat16.astype(np.uint32) << 16).view(np.float32))
 
 
 def test_load_gguf_weights_match_gguf_dequantize(qwen_gguf: Path, cache_dir: Path) -> None:

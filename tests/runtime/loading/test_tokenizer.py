@@ -140,6 +140,14 @@ def test_incremental_decoder_flush_incomplete(qwen_tokenizer: Tokenizer) -> None
     assert qwen_tokenizer.decode(token_ids[:-1]) == "\ufffd"
 
 
+def test_incremental_decoder_feed_after_flush(qwen_tokenizer: Tokenizer) -> None:
+    decoder = qwen_tokenizer.incremental_decoder()
+    first = qwen_tokenizer.encode("🚀 one")
+    second = qwen_tokenizer.encode("two 😀")
+    assert decoder.feed(first) + decoder.flush() == "🚀 one"
+    assert decoder.feed(second) + decoder.flush() == "two 😀"
+
+
 def test_incremental_decoder_skips_special_tokens(qwen_tokenizer: Tokenizer) -> None:
     token_ids = qwen_tokenizer.encode("<|im_start|>assistant\nhi 😀<|im_end|>")
     pieces = stream(qwen_tokenizer, token_ids, skip_special_tokens=True)
