@@ -26,6 +26,16 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_avx512_vnni() {
+#if defined(DRAFTWISE_AVX512_SIMDE)
+  return true;
+#elif defined(__x86_64__) || defined(__i386__)
+  return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 std::vector<const KernelVariant*> usable_variants() {
@@ -75,8 +85,13 @@ const KernelVariant& variant_for(const std::string& isa, const std::string& math
   if (math == "f32") {
     return *chosen;
   }
+#if defined(DRAFTWISE_HAVE_AVX512)
+  if (isa_of(*chosen) == "avx512" && cpu_has_avx512_vnni()) {
+    return kAvx512I8;
+  }
+#endif
 #if defined(DRAFTWISE_HAVE_AVX2)
-  // The int8 kernel is written for AVX2 only; AVX-512 CPUs run it too.
+  // AVX-512 CPUs without VNNI run the AVX2 int8 kernel.
   if (isa_of(*chosen) != "scalar") {
     return kAvx2I8;
   }

@@ -58,6 +58,7 @@ extern const KernelVariant kAvx2I8;
 #endif
 #if defined(DRAFTWISE_HAVE_AVX512)
 extern const KernelVariant kAvx512F32;
+extern const KernelVariant kAvx512I8;  // needs AVX512_VNNI too
 #endif
 
 }  // namespace draftwise
