@@ -17,9 +17,7 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
     level_name = (level or os.environ.get("DRAFTWISE_LOG_LEVEL") or "warning").upper()
     numeric = getattr(logging, level_name, None)
     if not isinstance(numeric, int):
-        raise ValueError(
-            f"log level '{level_name}' is invalid; use debug, info, warning or error"
-        )
+        raise ValueError(f"log level '{level_name}' is invalid; use debug, info, warning or error")
     if json is None:
         json = os.environ.get("DRAFTWISE_LOG_JSON", "") == "1" or not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from draftwise.runtime.errors import ModelFormatError, ModelNotFoundError, StoreError
 from draftwise.runtime.store import (
     CATALOGUE,
