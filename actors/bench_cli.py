@@ -152,8 +152,18 @@ def _print_summary(results: dict[str, Any]) -> None:
 def _run_kernel_bench(args: argparse.Namespace) -> int:
     from draftwise.runtime.kernels.bench import bench_kernel
 
+    from draftwise.runtime.errors import ModelNotFoundError
+    from draftwise.runtime.forward_bench import bench_forward
+    from draftwise.runtime.language_model import load_language_model
+
     shapes = bench_kernel()
-    report: dict[str, Any] = {"shapes": shapes, "forward": []}
+    forward: list[dict[str, float]] = []
+    try:
+        target = load_language_model(args.model, store_dir=args.store)
+        forward = bench_forward(target.model)
+    except ModelNotFoundError as error:
+        print(f"draftwise: skipping the forward-pass timings: {error}", file=sys.stderr)
+    report: dict[str, Any] = {"shapes": shapes, "forward": forward}
     if args.json:
         print(json.dumps(report))
     else:
@@ -168,3 +178,7 @@ def _run_kernel_bench(args: argparse.Namespace) -> int:
                     f"mlx {row['mlx_quantized_ms']:8.3f} ms  float32 {row['float32_ms']:8.3f} ms"
                 )
     return 0
+
+
+def _ms(value: float | None) -> str:
+    return "     n/a   " if value is None else f"{value:8.3f} ms"
