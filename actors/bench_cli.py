@@ -150,10 +150,9 @@ def _print_summary(results: dict[str, Any]) -> None:
 
 
 def _run_kernel_bench(args: argparse.Namespace) -> int:
-    from draftwise.runtime.kernels.bench import bench_kernel
-
     from draftwise.runtime.errors import ModelNotFoundError
     from draftwise.runtime.forward_bench import bench_forward
+    from draftwise.runtime.kernels.bench import bench_kernel
     from draftwise.runtime.language_model import load_language_model
 
     shapes = bench_kernel()
