@@ -46,6 +46,9 @@ class CMakeBuild(build_ext):
         output.unlink(missing_ok=True)
         build_temp = Path(self.build_temp).resolve() / "qmm"
         build_temp.mkdir(parents=True, exist_ok=True)
+        # pip's isolated build environment moves on every install, so a cache
+        # from an earlier one points at deleted paths: configure afresh.
+        (build_temp / "CMakeCache.txt").unlink(missing_ok=True)
         configure = [
             "cmake",
             "-S",
