@@ -1,6 +1,7 @@
 // Quantized matmul with float32 math on AVX-512 F/BW/VL/DQ (16 lanes).
 // Compiled with the AVX-512 flags; selected at run time only when the CPU and
 // the OS support them (see avx512_intrinsics.h for the emulated test build).
+// NOTE: so far tested only through SIMDe emulation, never on AVX-512 hardware.
 #include "avx512_intrinsics.h"
 
 #include <array>

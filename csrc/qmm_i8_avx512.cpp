@@ -9,6 +9,7 @@
 // variant in rounding, because the lanes split the blocks differently.
 //
 // Other bit widths run the AVX-512 float32 kernel.
+// NOTE: so far tested only through SIMDe emulation, never on AVX-512 hardware.
 #include "avx512_intrinsics.h"
 
 #include <cstdint>
