@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
 from draftwise.actors.cli_store import add_store_commands
 from draftwise.runtime.errors import StoreError
 from draftwise.runtime.store import (

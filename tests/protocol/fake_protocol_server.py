@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass, field
 
 import trio
+
 from draftwise.protocol import (
     PROTOCOL_VERSION,
     CancelReply,

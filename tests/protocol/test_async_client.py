@@ -6,6 +6,8 @@ import re
 
 import pytest
 import trio
+from fake_protocol_server import MODEL_NAME, FakeServer
+
 from draftwise.protocol import (
     AsyncClient,
     CancelRequest,
@@ -22,7 +24,6 @@ from draftwise.protocol import (
     RemoteError,
     ReplyOverflowError,
 )
-from fake_protocol_server import MODEL_NAME, FakeServer
 
 TEST_TIMEOUT_S = 10
 

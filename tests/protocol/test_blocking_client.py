@@ -8,6 +8,8 @@ from typing import TypeVar
 
 import pytest
 import trio
+from fake_protocol_server import MODEL_NAME, FakeServer
+
 from draftwise.protocol import (
     CancelRequest,
     ChatMessage,
@@ -20,7 +22,6 @@ from draftwise.protocol import (
     ProtocolError,
     RemoteError,
 )
-from fake_protocol_server import MODEL_NAME, FakeServer
 
 TEST_TIMEOUT_S = 10
 

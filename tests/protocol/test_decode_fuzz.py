@@ -6,6 +6,9 @@ import itertools
 from typing import Any
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from draftwise.protocol import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -17,8 +20,6 @@ from draftwise.protocol import (
     decode_request,
     encode_frame,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 FUZZ_MAX_FRAME_BYTES = 4096
 

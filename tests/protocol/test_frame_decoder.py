@@ -6,6 +6,7 @@ import struct
 
 import msgspec
 import pytest
+
 from draftwise.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     ChatMessage,

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
+
 from draftwise.protocol import (
     REPLY_TYPES,
     REQUEST_TYPES,
