@@ -31,7 +31,7 @@ MATH_CHOICES = ("f32", "int8")
 
 def _import_extension() -> tuple[ModuleType | None, str | None]:
     try:
-        from draftwise.runtime.kernels import _qmm
+        from draftwise.runtime.kernels import _qmm  # type: ignore[attr-defined,unused-ignore]
     except ImportError as exc:
         return None, (
             f"the extension draftwise.runtime.kernels._qmm is not importable ({exc}); "
