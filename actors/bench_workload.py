@@ -19,8 +19,12 @@ def read_workload(
     path: Path, limit: int | None, categories: list[str] | None
 ) -> list[dict[str, Any]]:
     """Read a JSONL workload of ``{"id", "category", "messages", "max_tokens"}`` rows."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read workload {path}: {error.strerror}; check the path") from error
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

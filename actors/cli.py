@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--speculation",
         default="auto",
         metavar="MODE",
-        help="auto (tuned draft length), off, or a fixed draft length 0..16 "
-        "(default auto; needs --draft)",
+        help="auto (tuned draft length), off, or a fixed draft length 0..16 (default auto); "
+        "without --draft, drafts come only from the context (n-grams)",
     )
     generate.add_argument("--system", metavar="TEXT", help="system message for the chat template")
     generate.add_argument(
