@@ -22,7 +22,8 @@ def read_workload(
     try:
         text = path.read_text()
     except OSError as error:
-        raise ValueError(f"cannot read workload {path}: {error.strerror}; check the path") from error
+        message = f"cannot read workload {path}: {error.strerror}; check the path"
+        raise ValueError(message) from error
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
