@@ -14,8 +14,21 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument(
         "what",
         nargs="?",
-        choices=["kernel"],
-        help="kernel: time the quantized matmul and the target forward pass",
+        choices=["kernel", "models"],
+        help="kernel: time the quantized matmul and the target forward pass; "
+        "models: load time, memory, prefill and decode speed per weight policy",
+    )
+    bench.add_argument(
+        "--models",
+        default="qwen2.5-coder:1.5b,qwen2.5-coder:0.5b",
+        metavar="LIST",
+        help="comma-separated models for bench models",
+    )
+    bench.add_argument(
+        "--policies",
+        default="auto,float32",
+        metavar="LIST",
+        help="comma-separated weight policies for bench models: auto, float32, float32-all",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument(
@@ -81,6 +94,8 @@ def add_bench_command(subparsers: Any) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     if args.what == "kernel":
         return _run_kernel_bench(args)
+    if args.what == "models":
+        return _run_models_bench(args)
     if args.workload is None:
         raise ValueError("bench needs 'kernel' or --workload FILE")
     return _run_workload_bench(args)
@@ -181,3 +196,23 @@ def _run_kernel_bench(args: argparse.Namespace) -> int:
 
 def _ms(value: float | None) -> str:
     return "     n/a   " if value is None else f"{value:8.3f} ms"
+
+
+def _run_models_bench(args: argparse.Namespace) -> int:
+    from draftwise.actors.bench_models import run_models_bench
+
+    results = run_models_bench(args.models.split(","), args.policies.split(","))
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    print(
+        f"{'model':<20} {'policy':<12} {'phase':<7} {'load s':>7} {'weights MB':>10} "
+        f"{'max RSS MB':>10} {'prefill tok/s':>13} {'decode tok/s':>12}"
+    )
+    for r in results:
+        print(
+            f"{r['model']:<20} {r['policy']:<12} {r['phase']:<7} {r['load_s']:>7.1f} "
+            f"{r['weight_bytes'] / 1e6:>10.0f} {r['max_rss_bytes'] / 1e6:>10.0f} "
+            f"{r['prefill_tokens_per_s']:>13.1f} {r['decode_tokens_per_s']:>12.2f}"
+        )
+    return 0

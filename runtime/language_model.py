@@ -62,6 +62,7 @@ def load_language_model(
     *,
     store_dir: str | Path | None = None,
     policy: str = "auto",
+    cache_dir: str | Path | None = None,
 ) -> LanguageModel:
     """Resolve, load and build a model; raise a DraftwiseError with the fix on failure."""
     from draftwise.runtime.loading import load_gguf
@@ -73,9 +74,9 @@ def load_language_model(
     if resolved.kind == "folder":
         from draftwise.runtime.loading import load_safetensors_folder
 
-        loaded = load_safetensors_folder(resolved.path)
+        loaded = load_safetensors_folder(resolved.path, cache_dir=cache_dir)
     else:
-        loaded = load_gguf(resolved.path, policy=policy)
+        loaded = load_gguf(resolved.path, policy=policy, cache_dir=cache_dir)
     model = build_model(loaded.architecture, loaded.metadata, loaded.weights, str(name_or_path))
     tokenizer = load_tokenizer(loaded)
     elapsed = time.perf_counter() - started
