@@ -63,6 +63,7 @@ def add_bench_command(subparsers: Any) -> None:
         type=Path,
         help="JSONL workload: one {id, category, messages, max_tokens} per line",
     )
+    bench.add_argument("--ids", metavar="LIST", help="comma-separated prompt ids to run")
     bench.add_argument("--limit", type=int, metavar="N", help="run only the first N prompts")
     bench.add_argument(
         "--categories", metavar="LIST", help="comma-separated categories to keep (default: all)"
@@ -114,7 +115,13 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     modes = ["plain"] + [m for m in modes if m != "plain"]
     categories = args.categories.split(",") if args.categories else None
+    ids = args.ids.split(",") if args.ids else None
     rows = read_workload(args.workload, args.limit, categories)
+    if ids:
+        rows = [row for row in rows if row.get("id") in ids]
+        missing = sorted(set(ids) - {row.get("id") for row in rows})
+        if missing:
+            raise ValueError(f"--ids names prompts not in {args.workload}: {', '.join(missing)}")
     target = load_language_model(args.model, store_dir=args.store)
     draft = load_language_model(args.draft, store_dir=args.store) if args.draft else None
     engine = Engine(target, draft, args.drafter, args.draft_head_rows)
