@@ -47,6 +47,8 @@ _logged: set[str] = set()
 def _unavailable_reason() -> str | None:
     if os.environ.get(KERNEL_ENV, "").strip().lower() == "off":
         return f"{KERNEL_ENV}=off"
+    if mx.default_device() != mx.cpu:
+        return "the default MLX device is a GPU, and the kernel runs on the CPU only"
     return _IMPORT_ERROR
 
 
