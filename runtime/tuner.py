@@ -47,9 +47,10 @@ class _LinearFit:
         self.sum_kk += k * k
         self.sum_kt += k * seconds
 
-    def predict(self, k: int) -> float | None:
+    def predict(self, k: int) -> float:
+        """Return the expected round time at ``k``, in seconds or, before any timing, in rounds."""
         if self.weight == 0.0:
-            return None
+            return 1.0 + PRIOR_COST_PER_TOKEN * k
         mean_k = self.sum_k / self.weight
         mean_t = self.sum_t / self.weight
         variance = self.sum_kk / self.weight - mean_k * mean_k
@@ -97,8 +98,7 @@ class DraftLengthTuner:
         """
         best_k, best_rate = 0, 0.0
         for k in range(max(cap, 0) + 1):
-            seconds = self.timing.predict(k)
-            rate = self.expected_tokens(k) / seconds if seconds else self.expected_tokens(k)
+            rate = self.expected_tokens(k) / self.timing.predict(k)
             if rate > best_rate * 1.0001:
                 best_k, best_rate = k, rate
         return best_k, best_rate
