@@ -29,7 +29,7 @@ struct Isa {
   using Vec = __m256;
   static constexpr int kLanes = 8;
   static constexpr int kInlineMaxRows = 8;
-  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 2, 3, 3, 2, 2, 1, 1, 1};
+  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 2, 2, 2, 2, 2, 1, 1, 1};
   static constexpr int kInlineChunk = 32;
   static constexpr int kTileMR = 4;
   static constexpr int kTileNR = 3;
