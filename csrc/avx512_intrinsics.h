@@ -1,7 +1,7 @@
-// AVX-512 intrinsics for the AVX-512 translation units: the compiler's own,
-// or with DRAFTWISE_AVX512_SIMDE, SIMDe's portable emulation, so the AVX-512
-// code can be tested on CPUs without AVX-512 (slowly; never for production
-// builds).
+// AVX-512 intrinsics for the AVX-512 translation units: the compiler's own
+// by default. With DRAFTWISE_AVX512_SIMDE they come from SIMDe's portable
+// emulation, so the AVX-512 code can be tested on CPUs without AVX-512. That
+// build is slow and only for tests.
 #pragma once
 
 #if defined(DRAFTWISE_AVX512_SIMDE)

@@ -6,7 +6,7 @@ namespace draftwise {
 namespace {
 
 // GCC's and Clang's __builtin_cpu_supports also check that the OS saves the
-// wider registers (XCR0), so a true answer means the instructions can run.
+// wider registers (XCR0), so a true result means the instructions can run.
 bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

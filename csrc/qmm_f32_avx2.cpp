@@ -19,8 +19,14 @@ constexpr std::array<int8_t, 32> make_shuffle(int bits, int delta) {
   for (int i = 0; i < 32; ++i) {
     const int element = (i / 16) * 4 + (i % 16) / 4;
     const int first = delta + (element * bits) / 8;
-    const int part = i % 4;
-    control[i] = part == 0 ? first : part == 1 ? first + 1 : -128;
+    const int part = i % 4;  // byte of the 32-bit lane
+    if (part == 0) {
+      control[i] = static_cast<int8_t>(first);
+    } else if (part == 1) {
+      control[i] = static_cast<int8_t>(first + 1);
+    } else {
+      control[i] = -128;
+    }
   }
   return control;
 }
@@ -60,8 +66,9 @@ struct Isa {
       q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 8 * J)));
     } else if constexpr (Bits == 4) {
       // Split the 16 bytes into low and high nibbles and interleave them back
-      // into element order, one byte per element; no variable shifts (slow
-      // on some AMD cores). The compiler shares this across the four J.
+      // into element order, one byte per element. This avoids variable
+      // shifts, which are slow on AMD Zen 1. The compiler shares these steps
+      // across the four J.
       const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
       const __m128i mask = _mm_set1_epi8(0x0F);
       const __m128i low = _mm_and_si128(bytes, mask);

@@ -21,8 +21,14 @@ constexpr std::array<int8_t, 64> make_shuffle(int bits) {
   for (int i = 0; i < 64; ++i) {
     const int element = (i / 16) * 4 + (i % 16) / 4;
     const int first = (element * bits) / 8;
-    const int part = i % 4;
-    control[i] = part == 0 ? first : part == 1 ? first + 1 : -128;
+    const int part = i % 4;  // byte of the 32-bit lane
+    if (part == 0) {
+      control[i] = static_cast<int8_t>(first);
+    } else if (part == 1) {
+      control[i] = static_cast<int8_t>(first + 1);
+    } else {
+      control[i] = -128;
+    }
   }
   return control;
 }

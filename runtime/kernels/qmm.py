@@ -1,8 +1,8 @@
 """Quantized matmul for decode, verify and prefill: the C++ kernel, or MLX's own.
 
 The kernel (`draftwise.runtime.kernels._qmm`, built from csrc/) computes every
-output row with the same float operations in the same order whatever the
-number of rows in the call, so verifying k draft tokens in one pass yields
+output row with the same float operations in the same order, whatever the
+number of rows in the call. So verifying k draft tokens in one pass yields
 bit-for-bit the logits of k single-token decode steps. MLX's own
 `mx.quantized_matmul` is the fallback: it is also row-by-row on the CPU, but
 far slower there, and its results differ from the kernel's in the last bits.
