@@ -15,8 +15,8 @@ import tempfile
 import time
 from typing import Any
 
-PREFILL_TOKENS = 512
-DECODE_TOKENS = 32
+PREFILL_TOKENS = 128
+DECODE_TOKENS = 16
 
 
 def measure(model: str, policy: str, cache_dir: str, decode_tokens: int) -> dict[str, Any]:
