@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class SpeculationStats:
-    """Per-request speculation counters; ``reason_off`` says why k was forced to 0."""
+    """Per-request speculation counters; ``reason_off`` names why k was forced to 0."""
 
     rounds: int = 0
     num_drafted: int = 0

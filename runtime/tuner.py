@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Each new round weighs this much more than the one before it, so about
-# the last 1 / (1 - DECAY) rounds dominate the estimates.
+# Every recorded round multiplies the weight of all earlier ones by DECAY,
+# so about the last 1 / (1 - DECAY) rounds dominate the estimates.
 DECAY = 0.85
 PRIOR_ACCEPTANCE = 0.6
 PRIOR_WEIGHT = 1.0
