@@ -26,7 +26,7 @@ CANDIDATES = (
 
 @dataclass(frozen=True)
 class BlasStatus:
-    """Which BLAS float32 matmul uses, and why."""
+    """The BLAS library that float32 matmul uses, and the reason for the choice."""
 
     library: str  # "openblas", "bundled" or "accelerate"
     path: str | None

@@ -1,7 +1,7 @@
 """KV caches with rollback points for speculative decoding.
 
 A cache stores keys and values for positions ``0 .. kv_offset - 1``.
-`ModelCache.checkpoint()` records a rollback point before a proposal;
+`ModelCache.checkpoint()` records a rollback point before a proposal.
 `ModelCache.rollback(to)` rewinds every layer to it by moving the offset
 back, so nothing before the rollback point is recomputed or copied.
 """
@@ -127,11 +127,13 @@ class ModelCache:
 
         Raises RollbackError, leaving the cache unchanged, when ``to`` lies
         beyond the current offset or before what a sliding-window layer still
-        keeps; the caller then stops speculating for that sequence.
+        keeps. A drafter's caller then stops speculating for that sequence.
         """
         current = self.kv_offset
         if to > current or to < 0:
-            raise RollbackError(f"cannot roll back to kv_offset {to}: the cache holds {current}")
+            raise RollbackError(
+                f"cannot roll back to kv_offset {to}: the cache contains {current} positions"
+            )
         earliest = max((layer.earliest_rollback() for layer in self.layers), default=0)
         if to < earliest:
             raise RollbackError(

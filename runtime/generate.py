@@ -30,7 +30,7 @@ class TokenizerLike(Protocol):
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """What to generate: sampling, the token budget and stop strings."""
+    """Generation settings: sampling, the token budget and stop strings."""
 
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int = 256

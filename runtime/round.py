@@ -26,7 +26,7 @@ evaluate = mx.eval
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    """What the device decided: proposals, how many were accepted, the target's token."""
+    """The device's decision for one round: proposals, accepted count, the target's token."""
 
     draft_token_ids: list[int]
     num_accepted: int
@@ -87,10 +87,10 @@ def run_round(
 ) -> RoundOutcome:
     """Run one round from ``last_token_id`` (committed, not yet in ``cache``).
 
-    On return the target cache holds ``last_token_id`` and all k proposals;
-    the caller cuts it back to the committed prefix with `ModelCache.rollback`.
-    ``round_key`` (required when sampling) must be fresh for every round;
-    the round splits it into the drafter's keys and its own.
+    On return the target cache contains ``last_token_id`` and all k
+    proposals, and the caller cuts it back to the committed prefix with `ModelCache.rollback`.
+    ``round_key`` (required when sampling) must be fresh for every round,
+    because the round splits it into the drafter's keys and its own.
     """
     started = time.perf_counter()
     if drafter is None or num_draft == 0:

@@ -1,9 +1,9 @@
 """End-of-generation rules applied token by token: EOS, stop strings, max_tokens.
 
-`StopConditions.feed` takes a run of tokens (one from plain decoding, or a
-whole accepted speculative run) and decides how many of them to keep and
-which text may be streamed, so a run that crosses a stop point is cut
-exactly where plain decoding would have stopped.
+`StopConditions.feed` takes a run of tokens: one from plain decoding, or a
+whole accepted speculative run. It decides how many of them to keep and
+which text may be streamed. A run that crosses a stop point is therefore
+cut exactly where plain decoding would have stopped.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ class IncrementalDetokenizer:
     def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
         self._decode = decode
         self._token_ids: list[int] = []
-        # Text is decoded from prefix_start on, so a tokenizer that renders a
-        # token differently at the start of a sequence (a leading space) sees
-        # the same context for the old and the new text.
+        # Old and new text are both decoded from prefix_start on. A tokenizer
+        # that renders a token differently at the start of a sequence (a
+        # leading space) then gets the same context for both.
         self._prefix_start = 0
         self._read_end = 0
 
@@ -65,7 +65,7 @@ class StopConditions:
     """Track one request's output and apply its stop rules.
 
     Kept tokens include an EOS token or the token that completes a stop
-    string; released text never includes the EOS token's text or the stop
+    string. Released text never includes the EOS token's text or the stop
     string itself, and text that may still turn out to begin a stop string
     is held back until it cannot.
     """

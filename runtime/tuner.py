@@ -127,6 +127,7 @@ class DraftLengthTuner:
             return
         was_probe = self.rounds_since_draft >= self.probe_interval
         self.rounds_since_draft = 0
+
         for position in range(self.max_draft):
             self.accepted[position] *= DECAY
             self.attempted[position] *= DECAY
@@ -134,17 +135,19 @@ class DraftLengthTuner:
             self.attempted[position] += 1.0
             if position < num_accepted:
                 self.accepted[position] += 1.0
-        # Positions after a rejection go unobserved; count the rejection as
+
+        # Positions after a rejection go unobserved. The rejection counts as
         # weak evidence against them too, so estimates for long drafts do not
-        # stay optimistic after the text changes.
-        # Likewise a fully accepted draft is weak evidence for the next position,
-        # which lets k grow past lengths it has never tried.
+        # stay optimistic after the text changes. Likewise a fully accepted
+        # draft is weak evidence for the next position, so k can grow past
+        # lengths it has never tried.
         if num_accepted < num_drafted:
             for position in range(num_accepted + 1, self.max_draft):
                 self.attempted[position] += UNOBSERVED_WEIGHT
         elif num_drafted < self.max_draft:
             self.attempted[num_drafted] += UNOBSERVED_WEIGHT
             self.accepted[num_drafted] += UNOBSERVED_WEIGHT
+
         if was_probe:
             if num_accepted == 0:
                 self.probe_interval = min(self.probe_interval * 2, MAX_PROBE_INTERVAL)

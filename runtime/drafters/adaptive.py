@@ -1,8 +1,8 @@
 """Choose the drafter per round: plain decoding, n-gram drafts or the draft model.
 
 Each option keeps its own `DraftLengthTuner`, so acceptance and the cost of a
-round are learned per drafter. Every round asks each option for its best
-draft length and expected tokens per second, and runs the best one; an
+round are learned per drafter. Every round queries each option for its best
+draft length and expected tokens per second, and runs the best one. An
 n-gram option only counts when the context has a match right now.
 """
 

@@ -16,7 +16,7 @@ from draftwise.runtime.sampling import SamplingParams, filtered_logprobs
 class DraftModelDrafter:
     """Draft with a small model, keeping its KV cache in step with the target.
 
-    The draft cache holds every committed token except those in
+    The draft cache contains every committed token except those in
     ``_pending``: the newest committed token, plus the last proposal when a
     round accepted all of them (it was never fed to the draft model).
     """

@@ -17,9 +17,11 @@ from draftwise.runtime.weights import QuantizedTensor
 
 # Calls with at most this many new rows use the row-by-row attention path,
 # whose results do not depend on the row count. Longer calls (prefill) use
-# one masked matmul per layer, which is faster but rounds differently; a
-# given prompt is always prefilled the same way, so this never changes what
-# plain and speculative decoding produce from the same prompt.
+# one masked matmul per layer, which is faster but rounds differently. Plain
+# and speculative decoding prefill a prompt the same way, so their outputs
+# still agree.
+# NOTE: a prompt prefilled in different chunks (a reused session cache
+# extended by a new turn) may round differently from a cold prefill.
 ROW_ATTENTION_MAX_ROWS = 16
 
 Weight: TypeAlias = "mx.array | QuantizedTensor"
@@ -92,7 +94,7 @@ def attend(
     scale: float,
     window: int = 0,
 ) -> mx.array:
-    """Causal attention for new rows against cached keys and values.
+    """Compute causal attention of new rows over cached keys and values.
 
     Shapes: ``queries`` ``[heads, n, head_dim]``; ``keys``/``values``
     ``[kv_heads, length, head_dim]`` holding positions ``key_start ..

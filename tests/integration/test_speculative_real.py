@@ -33,7 +33,7 @@ def test_real_speculative_greedy_matches_plain(target_lm, draft_lm, prompt):
     assert records["auto"].token_ids == plain
     assert records[3].speculation is not None
     assert records[3].speculation.num_accepted > 0
-    assert "```" in records["off"].text  # the model answers with a code block
+    assert "```" in records["off"].text  # the model replies with a code block
 
 
 def test_real_draft_with_other_tokenizer_rejected(target_lm):
