@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from draftwise.runtime.engine import Engine, GenerationRecord, parse_speculation
-from draftwise.runtime.generate import GenerationParams, PrefixCachePrefiller
+from draftwise.runtime.generate import GenerationParams, PrefixCachePrefiller, fresh_prefill
+
+# A divergence whose two candidate logits lie closer than this is a near tie:
+# float rounding that differs between the two runs can flip it. A wider gap
+# means the speculative run computed something else, which is a bug.
+NEAR_TIE_LOGIT_GAP = 1e-2
 
 
 def read_workload(
@@ -65,6 +70,10 @@ def run_workload(
             if mode == "plain":
                 plain_ids = record.token_ids
             run = _run_entry(row, mode, prompt_ids, record, wall, plain_ids)
+            if run["first_divergence"] is not None and plain_ids is not None:
+                run["divergence"] = diagnose_divergence(
+                    engine, prompt_ids, plain_ids, record.token_ids, run["first_divergence"]
+                )
             runs.append(run)
             print(
                 f"[{index}/{len(rows)}] {row.get('id')} {mode}: "
@@ -73,7 +82,50 @@ def run_workload(
                 file=log,
                 flush=True,
             )
+            if "divergence" in run:
+                print(f"    divergence: {json.dumps(run['divergence'])}", file=log, flush=True)
     return {"runs": runs, "summary": summarize(runs, modes)}
+
+
+def diagnose_divergence(
+    engine: Engine,
+    prompt_ids: list[int],
+    plain_ids: list[int],
+    other_ids: list[int],
+    position: int,
+) -> dict[str, Any]:
+    """Explain why two greedy outputs part at ``position``.
+
+    Prefills the prompt plus the common prefix and reads the target's logits
+    for the two tokens chosen there. The prefill computes these logits in one
+    block, so they can differ from either run's in the last bits; a gap far
+    above that rounding points at a bug rather than at a near tie.
+    """
+    import mlx.core as mx
+
+    _, logits = fresh_prefill(engine.target.model, [*prompt_ids, *plain_ids[:position]], 2)
+    row = logits.reshape(-1)
+    plain_token = plain_ids[position] if position < len(plain_ids) else None
+    other_token = other_ids[position] if position < len(other_ids) else None
+    values = {
+        name: float(row[token].item())
+        for name, token in (("plain", plain_token), ("speculative", other_token))
+        if token is not None
+    }
+    top2 = mx.topk(row, 2)
+    gap = abs(values["plain"] - values["speculative"]) if len(values) == 2 else None
+    cause = "length"  # one output ended earlier, at a stop rule
+    if gap is not None:
+        cause = "near_tie" if gap < NEAR_TIE_LOGIT_GAP else "computation_differs"
+    return {
+        "position": position,
+        "plain_token": plain_token,
+        "speculative_token": other_token,
+        "logits": values,
+        "logit_gap": gap,
+        "top2_logits": sorted((float(v) for v in top2.tolist()), reverse=True),
+        "cause": cause,
+    }
 
 
 def _run_entry(
