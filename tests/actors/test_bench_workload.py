@@ -10,11 +10,11 @@ import mlx.core as mx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 
-from test_engine import language_model  # noqa: E402
+from test_engine import language_model
 
-from draftwise.actors.bench_workload import diagnose_divergence, run_workload  # noqa: E402
-from draftwise.runtime.engine import Engine  # noqa: E402
-from draftwise.runtime.generate import fresh_prefill  # noqa: E402
+from draftwise.actors.bench_workload import diagnose_divergence, run_workload
+from draftwise.runtime.engine import Engine
+from draftwise.runtime.generate import fresh_prefill
 
 
 def test_run_workload_reports_identical_outputs():
