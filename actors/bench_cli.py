@@ -14,9 +14,11 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument(
         "what",
         nargs="?",
-        choices=["kernel", "models"],
+        choices=["kernel", "models", "tuner"],
         help="kernel: time the quantized matmul and the target forward pass; "
-        "models: load time, memory, prefill and decode speed per weight policy",
+        "models: load time, memory, prefill and decode speed per weight policy; "
+        "tuner: plain decoding against auto speculation with a drafter the target "
+        "always rejects, on the first prompt of --workload (or --ids)",
     )
     bench.add_argument(
         "--models",
@@ -97,6 +99,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         return _run_kernel_bench(args)
     if args.what == "models":
         return _run_models_bench(args)
+    if args.what == "tuner":
+        return _run_tuner_bench(args)
     if args.workload is None:
         raise ValueError("bench needs 'kernel' or --workload FILE")
     return _run_workload_bench(args)
@@ -151,6 +155,34 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
         f"wrote {args.out / 'results.json'}" + (f" and {args.out / 'plot.png'}" if plotted else "")
     )
     return 1 if differing else 0
+
+
+def _run_tuner_bench(args: argparse.Namespace) -> int:
+    from draftwise.actors.bench_tuner import bench_wrong_drafter
+    from draftwise.actors.bench_workload import read_workload
+    from draftwise.runtime.language_model import load_language_model
+
+    if args.workload is None:
+        raise ValueError("bench tuner needs --workload FILE to take its prompt from")
+    rows = read_workload(args.workload, None, None)
+    if args.ids:
+        rows = [row for row in rows if row.get("id") in args.ids.split(",")]
+    if not rows:
+        raise ValueError(f"no prompt in {args.workload} matches --ids {args.ids}")
+    target = load_language_model(args.model, store_dir=args.store)
+    prompt_ids = target.encode_messages(rows[0]["messages"])
+    result = bench_wrong_drafter(target, prompt_ids, args.max_tokens)
+    result["prompt_id"] = rows[0].get("id")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"{result['prompt_id']}: plain {result['plain_tokens_per_s']} tok/s, "
+        f"auto with a rejected drafter {result['auto_tokens_per_s']} tok/s, "
+        f"ratio {result['ratio']:.3f}; {result['rounds']} rounds, "
+        f"{result['num_drafted']} tokens drafted, identical {result['identical_to_plain']}"
+    )
+    return 0 if result["identical_to_plain"] else 1
 
 
 def _print_summary(results: dict[str, Any]) -> None:
