@@ -1,7 +1,7 @@
 """Benchmark the tuner's fallback: a drafter that is always wrong must not slow decoding.
 
-The wrong drafter proposes token ids from the output head's padding rows,
-which the target never picks, so every draft is rejected. The tuner has to
+The wrong drafter proposes the token the target finds least likely after
+the prompt, so every draft is rejected. The tuner has to
 learn that drafting does not pay and fall back to plain decoding, paying
 only for its occasional probes. Plain and speculative runs alternate, so
 load on a shared machine hits both alike.
@@ -20,6 +20,7 @@ from draftwise.runtime.generate import (
     GenerationParams,
     PrefixCachePrefiller,
     Timings,
+    fresh_prefill,
     generate_plain,
 )
 from draftwise.runtime.language_model import LanguageModel
@@ -48,27 +49,21 @@ class WrongDrafter:
         pass
 
 
-def never_chosen_token(target: LanguageModel) -> int:
-    """Return a token id the target cannot pick: a padding row past the tokenizer's vocabulary.
+def unlikely_token(target: LanguageModel, prompt_ids: Sequence[int]) -> int:
+    """Return the token the target finds least likely after the prompt.
 
-    Raises ValueError when the head has no padding rows (then no id is
-    guaranteed to lose).
+    The target practically never picks it later either, so drafting it gets
+    rejected; the benchmark reports accepted tokens, so an exception shows.
     """
-    head_rows = target.model.config.vocab_size
-    real = target.tokenizer.vocab_size
-    if head_rows <= real:
-        raise ValueError(
-            f"model '{target.name}' has no padding rows in its output head "
-            f"({head_rows} rows, {real} tokens); the wrong-drafter benchmark needs one"
-        )
-    return head_rows - 1
+    _, logits = fresh_prefill(target.model, prompt_ids, 2)
+    return int(mx.argmin(logits.reshape(-1)).item())
 
 
 def bench_wrong_drafter(
     target: LanguageModel, prompt_ids: Sequence[int], max_tokens: int = 96, repeats: int = 2
 ) -> dict[str, Any]:
     """Time plain decoding against auto speculation with an always-rejected drafter."""
-    wrong_id = never_chosen_token(target)
+    wrong_id = unlikely_token(target, prompt_ids)
     params = GenerationParams(max_tokens=max_tokens)
     prefiller = PrefixCachePrefiller(capacity=1)
     plain_rates: list[float] = []

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import mlx.core as mx
 from fakes import CharTokenizer, tiny_model
 
-from draftwise.actors.bench_tuner import bench_wrong_drafter, never_chosen_token
+from draftwise.actors.bench_tuner import bench_wrong_drafter, unlikely_token
+from draftwise.runtime.generate import fresh_prefill
 from draftwise.runtime.language_model import LanguageModel
 
 
@@ -22,13 +23,13 @@ def _language_model(vocab_size: int) -> LanguageModel:
     )
 
 
-def test_never_chosen_token_is_a_padding_row():
-    assert never_chosen_token(_language_model(128)) == 127
-
-
-def test_never_chosen_token_needs_padding_rows():
-    with pytest.raises(ValueError, match="no padding rows"):
-        never_chosen_token(_language_model(96))
+def test_unlikely_token_has_the_lowest_logit():
+    target = _language_model(96)
+    prompt = [5, 6, 7]
+    _, logits = fresh_prefill(target.model, prompt, 2)
+    row = logits.reshape(-1)
+    token = unlikely_token(target, prompt)
+    assert row[token].item() == mx.min(row).item()
 
 
 def test_bench_wrong_drafter_is_lossless():
