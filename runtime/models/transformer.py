@@ -66,6 +66,9 @@ class Transformer:
         self.activation = activation
         self.name = name
         self._head: Weight = weights.get("output.weight", weights["token_embd.weight"])
+        # The post-final-norm hidden states of the newest call's output rows,
+        # lazy: an MTP drafter reads the row that chose the newest token.
+        self.last_hidden: mx.array | None = None
         self._check_weights()
 
     def _check_weights(self) -> None:
@@ -131,7 +134,8 @@ class Transformer:
         """Run new tokens ``[n]`` at positions ``cache.kv_offset ..`` and extend the cache.
 
         Returns logits for every row, or for the last row only when
-        ``last_row_only`` is set (prefill), as a lazy graph.
+        ``last_row_only`` is set (prefill), as a lazy graph. The hidden states
+        of those rows (after the final norm) stay in ``last_hidden``.
         """
         config = self.config
         hidden = embed(token_ids, self.weights["token_embd.weight"])  # [n, hidden]
@@ -142,6 +146,7 @@ class Transformer:
         if last_row_only:
             hidden = hidden[-1:]
         hidden = rms_norm(hidden, self._norm("output_norm.weight"), config.rms_norm_eps)
+        self.last_hidden = hidden
         logits = linear(hidden, self._head)  # [n, vocab] or [n, head_rows]
         return ForwardOutput(logits=logits, hidden=hidden if return_hidden else None)
 
