@@ -49,6 +49,9 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     """A target or draft model name the server has not loaded."""
 
+    PERMISSION_DENIED = "permission_denied"
+    """A peer whose uid the server does not allow; the server closes the connection."""
+
     OVERLOADED = "overloaded"
     """A server at its limit of connections, requests or cache memory."""
 
