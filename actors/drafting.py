@@ -1,0 +1,73 @@
+"""Build a session's drafter and tuner, and watch the draft lengths the tuner picks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
+from draftwise.runtime.drafters.base import Drafter
+from draftwise.runtime.drafters.draft_model import DraftModelDrafter
+from draftwise.runtime.drafters.ngram import NgramDrafter
+from draftwise.runtime.engine import MAX_DRAFT
+from draftwise.runtime.language_model import LanguageModel
+from draftwise.runtime.tuner import DraftLengthTuner
+
+
+def make_drafter(
+    draft: LanguageModel | None, drafter_name: str, speculation: str | int
+) -> tuple[Drafter, Any]:
+    """Return the drafter and tuner `Engine` would use for these settings.
+
+    ``drafter_name`` is "auto", "draft_model" or "ngram"; ``speculation`` is
+    "auto" or a fixed draft length.
+    """
+    fixed = None if speculation == "auto" else int(speculation)
+    max_draft = max(MAX_DRAFT, fixed or 0)
+    options: list[Drafter] = []
+    if drafter_name in ("auto", "ngram"):
+        options.append(NgramDrafter())
+    if drafter_name in ("auto", "draft_model") and draft is not None:
+        options.append(DraftModelDrafter(draft.model, max_draft))
+    if not options:
+        raise AssertionError(f"drafter '{drafter_name}' without a draft model passed validation")
+    if fixed is not None or len(options) == 1:
+        # A fixed length uses one drafter: the draft model when there is one.
+        return options[-1], DraftLengthTuner(max_draft=max_draft, fixed=fixed)
+    adaptive = AdaptiveDrafter(options, max_draft)
+    return adaptive, adaptive.tuner
+
+
+def drafter_uses_model(drafter: Drafter) -> bool:
+    """Whether ``drafter`` runs the draft model, so its cache needs the prompt."""
+    if isinstance(drafter, DraftModelDrafter):
+        return True
+    if isinstance(drafter, AdaptiveDrafter):
+        return any(isinstance(o.drafter, DraftModelDrafter) for o in drafter.options.values())
+    return False
+
+
+class RecordingTuner:
+    """A tuner that remembers the draft length it chose last; the rest is the wrapped tuner's."""
+
+    def __init__(self, inner: Any, drafter: Drafter | None = None) -> None:
+        self.inner = inner
+        self.drafter = drafter
+        self.last_choice = 0
+
+    @property
+    def max_draft(self) -> int:
+        return int(self.inner.max_draft)
+
+    def choose(self, limit: int | None = None) -> int:
+        self.last_choice = int(self.inner.choose(limit))
+        return self.last_choice
+
+    def record(self, num_drafted: int, num_accepted: int, seconds: float) -> None:
+        self.inner.record(num_drafted, num_accepted, seconds)
+
+    def drafter_name(self) -> str:
+        """The drafter of the last round, as `SpeculationStats` names it."""
+        drafter = self.drafter
+        if drafter is None:
+            return "none"
+        return str(getattr(drafter, "active", None) or getattr(drafter, "name", "none"))

@@ -1,0 +1,287 @@
+"""The embedded runtime: load models, start the actors, serve generate requests.
+
+    async with Runtime.open(RuntimeConfig(model="qwen2.5-coder:1.5b")) as rt:
+        async for reply in rt.generate(GenerateRequest(request_id="1", prompt="def f(")):
+            ...
+
+`Runtime.open` starts a device thread for all MLX work, the `Scheduler`,
+`CacheActor` and `TunerActor` as trio tasks, and one `SessionRequest` task
+per generate request. `SyncRuntime` (in `runtime_sync`) is the blocking
+facade. Every refusal is a `RuntimeRequestError` whose code is a protocol
+`ErrorCode` value.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import structlog
+import trio
+
+from draftwise.actors.cache_actor import CacheActor, ask
+from draftwise.actors.device import DeviceThread
+from draftwise.actors.messages import SessionCloseRequested
+from draftwise.actors.requests import RequestPlanner
+from draftwise.actors.runtime_errors import RuntimeRequestError
+from draftwise.actors.scheduler import Scheduler
+from draftwise.actors.session import RuntimeParts, SessionRequest
+from draftwise.actors.tuner_actor import TunerActor
+from draftwise.protocol import ChatMessage, Chunk, Done, ErrorCode, GenerateRequest, ModelInfo
+from draftwise.protocol.codec import new_request_id
+from draftwise.runtime.engine import DRAFTERS, Engine
+from draftwise.runtime.errors import DraftwiseError
+from draftwise.runtime.language_model import LanguageModel, load_language_model
+
+__all__ = ["Runtime", "RuntimeConfig", "RuntimeRequestError", "SyncRuntime"]
+
+log = structlog.get_logger("draftwise.actors")
+
+# Replies a session may queue before it waits for its consumer.
+REPLY_BUFFER = 64
+
+
+class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What to load and how to share memory and the device between sessions."""
+
+    model: str
+    """Target: catalogue name, GGUF path or folder."""
+    draft: str | None = None
+    """Draft model name; None: n-gram drafts only."""
+    drafter: str = "auto"
+    """"auto", "draft_model" or "ngram"."""
+    policy: str = "auto"
+    """Weight policy of the loader."""
+    store_dir: str | None = None
+    cache_budget_bytes: int = 4 << 30
+    """KV bytes over all sessions; caches of the least recently used idle sessions go first."""
+    max_sessions: int = 64
+    prefill_chunk: int = 256
+    """Tokens per scheduled prefill slice."""
+
+    def validate(self) -> None:
+        """Raise `RuntimeRequestError` (invalid_request) naming the first bad field."""
+        problems = [
+            (self.drafter not in DRAFTERS, f"drafter '{self.drafter}' is not one of {DRAFTERS}"),
+            (self.cache_budget_bytes < 0, f"cache_budget_bytes {self.cache_budget_bytes} < 0"),
+            (self.max_sessions < 1, f"max_sessions {self.max_sessions} must be at least 1"),
+            (self.prefill_chunk < 1, f"prefill_chunk {self.prefill_chunk} must be at least 1"),
+        ]
+        for bad, text in problems:
+            if bad:
+                raise RuntimeRequestError(ErrorCode.INVALID_REQUEST, f"{text}; fix RuntimeConfig")
+
+
+class Runtime:
+    """A running runtime; get one from `Runtime.open`, never construct it directly."""
+
+    def __init__(
+        self, config: RuntimeConfig, parts: RuntimeParts, device: DeviceThread, nursery: Any
+    ) -> None:
+        self.config = config
+        self._parts = parts
+        self._device = device
+        self._nursery = nursery
+        self._planner = RequestPlanner(config, parts.target, parts.draft)
+        self._active: dict[int, Any] = {}  # id(plan) -> plan
+        self._started = time.monotonic()
+        self._draining = False
+
+    @classmethod
+    def open(cls, config: RuntimeConfig, *, models: dict[str, LanguageModel] | None = None) -> Any:
+        """Return an async context manager that loads the models and runs the actors.
+
+        ``models`` supplies loaded models by name (tests pass tiny ones);
+        others load on the device thread. Leaving the block cancels running
+        requests at their next round boundary and stops every actor.
+        """
+        return cls._open(config, models or {})
+
+    @classmethod
+    @asynccontextmanager
+    async def _open(
+        cls, config: RuntimeConfig, models: dict[str, LanguageModel]
+    ) -> AsyncIterator[Runtime]:
+        config.validate()
+        with DeviceThread() as device:
+            target = await _load(device, config, config.model, models)
+            draft = (
+                None if config.draft is None else await _load(device, config, config.draft, models)
+            )
+            Engine(target, draft, config.drafter)  # raises on an unusable combination
+            inbox_size = config.max_sessions + 16
+            scheduler = Scheduler(device, inbox_size)
+            cache = CacheActor(config.cache_budget_bytes, config.max_sessions, inbox_size * 4)
+            tuner = TunerActor(inbox_size * 4)
+            parts = RuntimeParts(target, draft, scheduler, cache, tuner, config.prefill_chunk)
+            async with trio.open_nursery() as actors:
+                for actor in (scheduler, cache, tuner):
+                    actors.start_soon(actor.run)
+                try:
+                    async with trio.open_nursery() as sessions:
+                        runtime = cls(config, parts, device, sessions)
+                        log.info(
+                            "runtime_started",
+                            actor="runtime",
+                            model=target.name,
+                            draft=None if draft is None else draft.name,
+                        )
+                        try:
+                            yield runtime
+                        finally:
+                            runtime._draining = True
+                            for plan in runtime._active.values():
+                                plan.cancelled = True
+                            sessions.cancel_scope.cancel()
+                finally:
+                    for actor in (scheduler, cache, tuner):
+                        actor.inbox.close()
+            log.info("runtime_stopped", actor="runtime")
+
+    async def generate(
+        self, request: GenerateRequest, *, reuse_prefix: bool = False
+    ) -> AsyncIterator[Chunk | Done]:
+        """Yield `Chunk` replies (one per round, or one in all without streaming), then one `Done`.
+
+        Raises `RuntimeRequestError` for bad input before any model work, and
+        for a failure in this request's rounds. Leaving the iterator early
+        or cancelling the task stops the request at its next round boundary.
+        ``reuse_prefix`` with no session_id continues the idle session whose
+        cache shares the longest prefix with the prompt.
+        """
+        if self._draining:
+            raise RuntimeRequestError(
+                ErrorCode.OVERLOADED, "the runtime is closing; send the request to a new one"
+            )
+        plan = self._planner.plan(request, reuse_prefix)
+        send, receive = trio.open_memory_channel[Any](REPLY_BUFFER)
+        self._active[id(plan)] = plan
+        self._nursery.start_soon(SessionRequest(self._parts, plan, send).run)
+        finished = False
+        try:
+            async with receive:
+                async for reply in receive:
+                    if isinstance(reply, RuntimeRequestError):
+                        finished = True
+                        raise reply
+                    finished = isinstance(reply, Done)
+                    yield reply
+                    if finished:
+                        return
+            raise RuntimeRequestError(
+                ErrorCode.INTERNAL, f"request '{plan.request_id}' ended without a Done reply"
+            )
+        finally:
+            if not finished:
+                plan.cancelled = True
+            self._active.pop(id(plan), None)
+
+    async def chat(self, messages: list[dict[str, str]], **options: Any) -> str:
+        """Return the whole reply text to ``messages``; ``options`` are GenerateRequest fields."""
+        chat_messages = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]  # type: ignore[arg-type]
+        options.setdefault("request_id", new_request_id())
+        request = GenerateRequest(messages=chat_messages, **options)
+        parts = []
+        async for reply in self.generate(request):
+            if isinstance(reply, Chunk):
+                parts.append(reply.text)
+        return "".join(parts)
+
+    async def cancel(self, request_id: str) -> bool:
+        """Stop every running request with ``request_id`` at its next round boundary.
+
+        Returns False when none is running. The request still ends with a
+        `Done` whose finish_reason is "cancelled".
+        """
+        plans = [p for p in self._active.values() if p.request_id == request_id]
+        for plan in plans:
+            plan.cancelled = True
+        return bool(plans)
+
+    async def close_session(self, session_id: str) -> int:
+        """Free a session's caches and forget it; return the bytes freed."""
+        freed = await ask(
+            self._parts.cache.inbox,
+            lambda reply: SessionCloseRequested(session_id=session_id, reply=reply),
+        )
+        if freed == -1:
+            raise RuntimeRequestError(
+                ErrorCode.UNKNOWN_SESSION,
+                f"session '{session_id}' does not exist (closed, or never created here)",
+            )
+        if freed == -2:
+            raise RuntimeRequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"session '{session_id}' has a request running; cancel it, then close the session",
+            )
+        return int(freed)
+
+    def stats(self) -> dict[str, Any]:
+        """The `StatsReply` fields except request_id, plus draft_length, ttft_s and a few more."""
+        cache, scheduler = self._parts.cache, self._parts.scheduler
+        out: dict[str, Any] = {
+            "uptime_s": time.monotonic() - self._started,
+            "active_sessions": len(cache.sessions),
+            "active_requests": len(self._active),
+        }
+        out.update(self._parts.tuner.summary())
+        out["cache_bytes"] = sum(state.nbytes for state in cache.sessions.values())
+        out["cache_budget_bytes"] = self.config.cache_budget_bytes
+        out["evictions"] = cache.evictions
+        out["scheduler_steps"] = scheduler.steps_run
+        out["waiting_steps"] = scheduler.waiting
+        return out
+
+    def models(self) -> list[ModelInfo]:
+        """The target, then the draft model if one is loaded."""
+        return self._planner.model_infos()
+
+    def health(self) -> tuple[str, str | None]:
+        """("ok" | "degraded" | "draining", detail); answered without waiting for the device."""
+        if self._draining:
+            return "draining", "the runtime is closing; running requests finish, new ones fail"
+        if not self._device.alive:
+            return "degraded", "the device thread stopped; restart the runtime"
+        return "ok", None
+
+    def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        model: str | None = None,
+    ) -> str:
+        """Render ``messages`` (and ``tools``) with the model's chat template, ready to generate."""
+        return self._planner.render_chat(messages, tools=tools, model=model)
+
+    def count_tokens(self, text: str, *, model: str | None = None) -> int:
+        """Tokens ``text`` encodes to, special tokens recognized, as a prompt would."""
+        return len(self._planner.encode(text, model))
+
+    def context_length(self, model: str | None = None) -> int:
+        self._planner.check_model(model)
+        return int(self._parts.target.model.config.context_length)
+
+
+async def _load(
+    device: DeviceThread, config: RuntimeConfig, name: str, models: dict[str, LanguageModel]
+) -> LanguageModel:
+    if name in models:
+        return models[name]
+    try:
+        return await device.call(
+            lambda: load_language_model(name, store_dir=config.store_dir, policy=config.policy)
+        )
+    except DraftwiseError:
+        raise
+    except Exception as error:  # a loader bug: name the model it failed on
+        raise RuntimeRequestError(
+            ErrorCode.INTERNAL, f"loading model '{name}' failed: {type(error).__name__}: {error}"
+        ) from error
+
+
+# SyncRuntime imports this module; importing it last completes the public names.
+from draftwise.actors.runtime_sync import SyncRuntime  # noqa: E402

@@ -1,0 +1,432 @@
+"""A session's request: lease the caches, prefill what is new, run rounds, stream replies.
+
+One `SessionRequest` runs as its own trio task per generate request. It
+leases its session from the `CacheActor`, rolls the caches back to the
+longest common prefix of the new prompt and the tokens they hold, prefills
+the rest in slices, then steps the runtime's speculative (or plain)
+generator one round per scheduler turn. The generator applies stop
+strings, max_tokens and UTF-8-safe detokenization, so output equals the
+synchronous engine's. Cancellation is checked between steps only, so the
+caches are always at a round boundary when the request ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+
+from draftwise.actors.cache_actor import SessionState, ask, common_prefix_length
+from draftwise.actors.drafting import RecordingTuner, drafter_uses_model, make_drafter
+from draftwise.actors.messages import (
+    CacheGrew,
+    RequestFinished,
+    RoundRecorded,
+    SessionLeaseRequested,
+    SessionReleased,
+)
+from draftwise.actors.runtime_errors import RuntimeRequestError
+from draftwise.actors.scheduler import Scheduler, run_step
+from draftwise.actors.tuner_actor import TunerActor
+from draftwise.protocol import Chunk, Done, ErrorCode, RoundStats, SpeculationSummary, Usage
+from draftwise.runtime.cache import ModelCache
+from draftwise.runtime.errors import RollbackError
+from draftwise.runtime.generate import GenerationChunk, GenerationParams, Timings, generate_plain
+from draftwise.runtime.generate import prefill as prefill_tokens
+from draftwise.runtime.language_model import LanguageModel
+from draftwise.runtime.speculative import SpeculationStats, generate_speculative
+
+log = structlog.get_logger("draftwise.actors")
+
+# Rollback room of every session cache: the longest draft a request may ask for, plus two.
+CACHE_ROLLBACK = 18
+
+
+@dataclass
+class RuntimeParts:
+    """What every session task needs: the models, the actors and the slice size."""
+
+    target: LanguageModel
+    draft: LanguageModel | None
+    scheduler: Scheduler
+    cache: Any  # CacheActor
+    tuner: TunerActor
+    prefill_chunk: int
+
+
+@dataclass
+class RequestPlan:
+    """A validated generate request, ready to run."""
+
+    request_id: str
+    session_id: str | None
+    prompt_ids: list[int]
+    params: GenerationParams
+    speculation: str | int
+    drafter: str
+    stream: bool
+    reuse_prefix: bool
+    started: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+
+
+class SessionRequest:
+    """Run one `RequestPlan`, sending `Chunk`, then `Done` or a `RuntimeRequestError`."""
+
+    def __init__(self, parts: RuntimeParts, plan: RequestPlan, replies: Any) -> None:
+        self.parts = parts
+        self.plan = plan
+        self.replies = replies
+        self.output_ids: list[int] = []
+        self.cached_tokens = 0
+        self.prefill_tokens = 0
+        self.prefill_s = 0.0
+        self.decode_s = 0.0
+        self.ttft_s: float | None = None
+        self.log = log.bind(actor="session", request_id=plan.request_id)
+
+    async def run(self) -> None:
+        async with self.replies:
+            lease = await ask(self.parts.cache.inbox, self._lease_message)
+            if lease.error_code is not None:
+                await self._send_error(RuntimeRequestError(lease.error_code, lease.error_message))
+                return
+            state: SessionState = lease.state
+            self.log = self.log.bind(session_id=state.session_id)
+            caches_valid = False
+            try:
+                await self._generate(state)
+                caches_valid = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                caches_valid = True  # the consumer left between rounds
+                self.log.info("request_abandoned", generated_tokens=len(self.output_ids))
+            except Exception as error:
+                self.log.error("request_failed", exc_info=True)
+                await self._send_error(
+                    RuntimeRequestError(
+                        ErrorCode.INTERNAL,
+                        f"request '{self.plan.request_id}' failed in session "
+                        f"'{state.session_id}': {type(error).__name__}: {error}",
+                    )
+                )
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.parts.cache.inbox.send(
+                        SessionReleased(
+                            session_id=state.session_id,
+                            request_id=self.plan.request_id,
+                            token_ids=(*self.plan.prompt_ids, *self.output_ids),
+                            caches_valid=caches_valid,
+                        )
+                    )
+
+    def _lease_message(self, reply: Any) -> SessionLeaseRequested:
+        return SessionLeaseRequested(
+            request_id=self.plan.request_id,
+            session_id=self.plan.session_id,
+            prompt_ids=tuple(self.plan.prompt_ids),
+            reuse_prefix=self.plan.reuse_prefix,
+            reply=reply,
+        )
+
+    async def _send_error(self, error: RuntimeRequestError) -> None:
+        try:
+            await self.replies.send(error)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.log.info("error_reply_dropped", code=error.code)
+
+    async def _step(self, state: SessionState, phase: Any, work: Any) -> Any:
+        value = await run_step(
+            self.parts.scheduler, state.session_id, self.plan.request_id, phase, work
+        )
+        await self.parts.cache.inbox.send(CacheGrew(session_id=state.session_id))
+        return value
+
+    async def _generate(self, state: SessionState) -> None:
+        plan = self.plan
+        drafter, tuner = self._drafter_for(state)
+        logits = await self._prefill_target(state)
+        if drafter is not None and drafter_uses_model(drafter):
+            await self._prefill_draft(state)
+        if plan.cancelled:
+            await self._finish(state, "cancelled", None)
+            return
+        self.log.info(
+            "request_started",
+            prompt_tokens=len(plan.prompt_ids),
+            cached_tokens=self.cached_tokens,
+            speculation=str(plan.speculation),
+            drafter=plan.drafter,
+        )
+        prefiller = _SessionPrefiller(self.parts.target, state, logits)
+        stats = SpeculationStats() if tuner is not None else None
+        chunks = self._chunks(drafter, tuner, stats, prefiller)
+        finish_reason = await self._run_rounds(state, chunks, tuner, stats)
+        if stats is not None and stats.reason_off and stats.reason_off.startswith("draft_rollback"):
+            state.draft_cache = None
+            state.drafters.clear()
+        await self._finish(state, finish_reason, stats)
+
+    def _drafter_for(self, state: SessionState) -> tuple[Any, RecordingTuner | None]:
+        plan = self.plan
+        if plan.speculation == "off":
+            return None, None
+        key = (plan.drafter, plan.speculation)
+        if key not in state.drafters:
+            drafter, tuner = make_drafter(self.parts.draft, plan.drafter, plan.speculation)
+            state.drafters[key] = (drafter, RecordingTuner(tuner, drafter))
+        drafter, recording = state.drafters[key]
+        return drafter, recording
+
+    def _chunks(
+        self, drafter: Any, tuner: Any, stats: Any, prefiller: Any
+    ) -> Iterator[GenerationChunk]:
+        target = self.parts.target
+        timings = Timings()
+        if tuner is None:
+            return generate_plain(
+                target.model,
+                target.tokenizer,
+                self.plan.prompt_ids,
+                self.plan.params,
+                timings,
+                prefiller,
+            )
+        return generate_speculative(
+            target.model,
+            drafter,
+            target.tokenizer,
+            self.plan.prompt_ids,
+            self.plan.params,
+            tuner,
+            stats,
+            timings,
+            prefiller,
+        )
+
+    async def _prefill_target(self, state: SessionState) -> Any:
+        model = self.parts.target.model
+        prompt = self.plan.prompt_ids
+        reuse = 0
+        if state.target_cache is not None:
+            reuse = min(common_prefix_length(prompt, state.cached_token_ids()), len(prompt) - 1)
+            try:
+                state.target_cache.rollback(reuse)
+            except RollbackError:
+                state.target_cache, reuse = None, 0
+        if state.target_cache is None:
+            state.target_cache = model.make_cache(max_rollback=CACHE_ROLLBACK)
+        self.cached_tokens = reuse
+        return await self._prefill_slices(state, model, state.target_cache, prompt[reuse:])
+
+    async def _prefill_draft(self, state: SessionState) -> None:
+        assert self.parts.draft is not None
+        model = self.parts.draft.model
+        prompt = self.plan.prompt_ids
+        reuse = 0
+        if state.draft_cache is not None:
+            held = state.token_ids[: state.draft_cache.kv_offset]
+            reuse = common_prefix_length(prompt, held)
+            try:
+                state.draft_cache.rollback(reuse)
+            except RollbackError:
+                state.draft_cache, reuse = None, 0
+        if state.draft_cache is None:
+            state.draft_cache = model.make_cache(max_rollback=CACHE_ROLLBACK)
+        await self._prefill_slices(state, model, state.draft_cache, prompt[reuse:])
+
+    async def _prefill_slices(
+        self, state: SessionState, model: Any, cache: ModelCache, token_ids: Sequence[int]
+    ) -> Any:
+        logits = None
+        size = self.parts.prefill_chunk
+        for start in range(0, len(token_ids), size):
+            if self.plan.cancelled:
+                return None
+            piece = list(token_ids[start : start + size])
+            work = _timed(prefill_tokens, model, cache, piece)
+            logits, seconds = await self._step(state, "prefill", work)
+            self.prefill_s += seconds
+            self.prefill_tokens += len(piece)
+        return logits
+
+    async def _run_rounds(
+        self, state: SessionState, chunks: Iterator[GenerationChunk], tuner: Any, stats: Any
+    ) -> str:
+        pending_text: list[str] = []
+        while True:
+            if self.plan.cancelled:
+                chunks.close()
+                return "cancelled"
+            before = stats.num_accepted if stats is not None else 0
+            rounds_before = stats.rounds if stats is not None else 0
+            result = await self._step(state, "decode", _round_work(chunks, tuner))
+            if result is None:
+                raise AssertionError("the generator ended without a finish reason")
+            chunk, draft_length, drafter_name, seconds = result
+            self.decode_s += seconds
+            self.output_ids.extend(chunk.token_ids)
+            round_stats = None
+            if stats is not None and stats.rounds > rounds_before:
+                round_stats = RoundStats(
+                    num_drafted=stats.draft_lengths[-1],
+                    num_accepted=stats.num_accepted - before,
+                    draft_length=max(draft_length, stats.draft_lengths[-1]),
+                    drafter=drafter_name if stats.draft_lengths[-1] else "none",
+                )
+                await self._record_round(state, round_stats, seconds)
+            if self.ttft_s is None:
+                self.ttft_s = time.perf_counter() - self.plan.started
+            await self._emit(chunk, round_stats, pending_text)
+            if chunk.finish_reason is not None:
+                return chunk.finish_reason
+
+    async def _record_round(self, state: SessionState, stats: RoundStats, seconds: float) -> None:
+        self.log.debug(
+            "round_finished",
+            num_drafted=stats.num_drafted,
+            num_accepted=stats.num_accepted,
+            draft_length=stats.draft_length,
+            drafter=stats.drafter,
+            elapsed_ms=round(seconds * 1000, 2),
+        )
+        await self.parts.tuner.inbox.send(
+            RoundRecorded(
+                model=self.parts.target.name,
+                session_id=state.session_id,
+                draft_length=stats.draft_length,
+                num_drafted=stats.num_drafted,
+                num_accepted=stats.num_accepted,
+                round_s=seconds,
+            )
+        )
+
+    async def _emit(self, chunk: GenerationChunk, stats: RoundStats | None, pending: list) -> None:
+        if self.plan.stream:
+            await self.replies.send(
+                Chunk(
+                    request_id=self.plan.request_id,
+                    text=chunk.text,
+                    token_ids=list(chunk.token_ids),
+                    round=stats,
+                )
+            )
+            return
+        pending.append(chunk.text)
+        if chunk.finish_reason is not None:
+            await self.replies.send(
+                Chunk(
+                    request_id=self.plan.request_id,
+                    text="".join(pending),
+                    token_ids=list(self.output_ids),
+                )
+            )
+
+    async def _finish(self, state: SessionState, finish_reason: str, stats: Any) -> None:
+        plan = self.plan
+        summary = _summary(stats)
+        done = Done(
+            request_id=plan.request_id,
+            session_id=state.session_id,
+            finish_reason=finish_reason,  # type: ignore[arg-type]
+            usage=Usage(
+                prompt_tokens=len(plan.prompt_ids),
+                completion_tokens=len(self.output_ids),
+                cached_tokens=self.cached_tokens,
+            ),
+            speculation=summary,
+        )
+        total_s = time.perf_counter() - plan.started
+        self.log.info(
+            "request_finished",
+            prompt_tokens=len(plan.prompt_ids),
+            cached_tokens=self.cached_tokens,
+            generated_tokens=len(self.output_ids),
+            num_drafted=summary.num_drafted,
+            num_accepted=summary.num_accepted,
+            acceptance_rate=round(summary.acceptance_rate, 4),
+            ttft_ms=None if self.ttft_s is None else round(self.ttft_s * 1000, 1),
+            total_ms=round(total_s * 1000, 1),
+            finish_reason=finish_reason,
+        )
+        await self.parts.tuner.inbox.send(
+            RequestFinished(
+                model=self.parts.target.name,
+                session_id=state.session_id,
+                request_id=plan.request_id,
+                finish_reason=finish_reason,
+                prompt_tokens=len(plan.prompt_ids),
+                cached_tokens=self.cached_tokens,
+                completion_tokens=len(self.output_ids),
+                num_drafted=summary.num_drafted,
+                num_accepted=summary.num_accepted,
+                ttft_s=self.ttft_s,
+                prefill_tokens=self.prefill_tokens,
+                prefill_s=self.prefill_s,
+                decode_s=self.decode_s,
+            )
+        )
+        await self.replies.send(done)
+
+
+class _SessionPrefiller:
+    """A `Prefiller` that hands out the session's already prefilled caches."""
+
+    def __init__(self, target: LanguageModel, state: SessionState, logits: Any) -> None:
+        self.target_model = target.model
+        self.state = state
+        self.logits = logits
+
+    def __call__(self, model: Any, prompt_ids: Sequence[int], max_rollback: int) -> Any:
+        if model is self.target_model:
+            cache = self.state.target_cache
+            assert cache is not None and cache.kv_offset == len(prompt_ids)
+            return cache, self.logits
+        cache = self.state.draft_cache
+        assert cache is not None and cache.kv_offset == len(prompt_ids)
+        return cache, None
+
+
+def _timed(fn: Any, *args: Any) -> Any:
+    def work() -> tuple[Any, float]:
+        started = time.perf_counter()
+        value = fn(*args)
+        return value, time.perf_counter() - started
+
+    return work
+
+
+def _round_work(chunks: Iterator[GenerationChunk], tuner: Any) -> Any:
+    def work() -> tuple[GenerationChunk, int, str, float] | None:
+        started = time.perf_counter()
+        if tuner is not None:
+            tuner.last_choice = 0
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return None
+        drafter_name = tuner.drafter_name() if tuner is not None else "none"
+        draft_length = tuner.last_choice if tuner is not None else 0
+        return chunk, draft_length, drafter_name, time.perf_counter() - started
+
+    return work
+
+
+def _summary(stats: SpeculationStats | None) -> SpeculationSummary:
+    if stats is None:
+        return SpeculationSummary(
+            rounds=0, num_drafted=0, num_accepted=0, reason_off="speculation is off"
+        )
+    reason = stats.reason_off[:256] if stats.reason_off else None
+    return SpeculationSummary(
+        rounds=stats.rounds,
+        num_drafted=stats.num_drafted,
+        num_accepted=stats.num_accepted,
+        draft_length_histogram=dict(stats.draft_length_histogram),
+        acceptance_rate=stats.acceptance_rate,
+        reason_off=reason,
+    )
