@@ -104,7 +104,6 @@ class UnixSocketServer:
         runtime: ServedRuntime,
         socket_path: str,
         *,
-        socket_mode: int,
         allowed_uids: frozenset[int],
         drain_timeout_s: float,
         limits: ServerLimits,
@@ -112,12 +111,12 @@ class UnixSocketServer:
         self.socket_path = socket_path
         self.allowed_uids = allowed_uids
         self._runtime = runtime
-        self._socket_mode = socket_mode
         self._drain_timeout_s = drain_timeout_s
         self._state = ServerState(limits, server_name=_server_name())
         self._connections: set[Connection] = set()
         self._shutdown_requested = trio.Event()
         self._force_stop = trio.Event()
+        self._connections_changed = trio.Event()
 
     @property
     def active_requests(self) -> int:
@@ -133,9 +132,10 @@ class UnixSocketServer:
             self._force_stop.set()
         self._shutdown_requested.set()
 
-    async def run(self, *, task_status: trio.TaskStatus[UnixSocketServer]) -> None:
-        """Bind the socket, serve until `shutdown()`, drain, and remove the socket file."""
-        bound = await bind_unix_socket(self.socket_path, mode=self._socket_mode)
+    async def run(
+        self, bound: BoundSocket, *, task_status: trio.TaskStatus[UnixSocketServer]
+    ) -> None:
+        """Serve on `bound` until `shutdown()`, drain, and remove the socket file."""
         try:
             async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()
@@ -173,6 +173,12 @@ class UnixSocketServer:
                 await connection.cancel_all()
             with trio.move_on_after(_CANCEL_GRACE_S):
                 await self._state.wait_idle()
+
+        for connection in list(self._connections):
+            connection.stop()
+        with trio.move_on_after(self._state.limits.send_timeout_s):
+            while self._connections:
+                await self._connections_changed.wait()
         connections.cancel_scope.cancel()
 
     async def _accept_loop(
@@ -219,6 +225,8 @@ class UnixSocketServer:
             await connection.run()
         finally:
             self._connections.discard(connection)
+            self._connections_changed.set()
+            self._connections_changed = trio.Event()
 
 
 async def serve(
@@ -249,17 +257,18 @@ async def serve(
     server = UnixSocketServer(
         runtime,
         os.fspath(socket_path),
-        socket_mode=socket_mode,
         allowed_uids=frozenset(allowed_uids)
         if allowed_uids is not None
         else frozenset({os.getuid()}),
         drain_timeout_s=drain_timeout_s,
         limits=limits or ServerLimits(),
     )
+    # Bound before any task starts, so a ServerStartError reaches the caller unwrapped.
+    bound = await bind_unix_socket(server.socket_path, mode=socket_mode)
     async with trio.open_nursery() as nursery:
         if handle_signals and threading.current_thread() is threading.main_thread():
             nursery.start_soon(_shutdown_on_signals, server)
-        await server.run(task_status=task_status)
+        await server.run(bound, task_status=task_status)
         nursery.cancel_scope.cancel()
 
 

@@ -116,6 +116,8 @@ class Connection:
         self._close_reason: str | None = None
         self._final_error: ErrorReply | None = None
         self._cancel_scope = trio.CancelScope()
+        self._read_scope = trio.CancelScope()
+        self._aborted = False
         self._log = log_for_connection(self.number, peer)
 
     @property
@@ -123,27 +125,38 @@ class Connection:
         return len(self._in_flight)
 
     async def run(self) -> None:
-        """Serve requests until EOF, a corrupt stream, a slow reader or `close()`."""
+        """Serve requests until EOF, a corrupt stream, a slow reader, `stop()` or `close()`."""
         self._log.info("connection_opened")
         with self._cancel_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
-                try:
-                    await self._read_loop(nursery)
-                finally:
-                    # Cancels the generate requests at their next round, and the writer.
-                    nursery.cancel_scope.cancel()
-        await self._flush_and_close()
-        self._log.info("connection_closed", reason=self._close_reason or "server_closed")
+            async with trio.open_nursery() as writer:
+                writer.start_soon(self._write_loop)
+                async with trio.open_nursery() as requests:
+                    with self._read_scope:
+                        await self._read_loop(requests)
+                    if not self._read_scope.cancel_called:
+                        # The client went away or broke the framing: its requests end now.
+                        requests.cancel_scope.cancel()
+                if self._final_error is not None:
+                    self._outgoing_send.send_nowait(encode_frame(self._final_error))
+                # The writer sends what is queued, then ends.
+                self._outgoing_send.close()
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
+        self._log.info("connection_closed", reason=self._close_reason or "server_stopped")
 
     async def cancel_all(self) -> None:
         """Ask the runtime to stop every generate request of this connection (server drain)."""
         for request in list(self._in_flight.values()):
             await self._cancel_in_runtime(request)
 
+    def stop(self) -> None:
+        """Stop reading requests; send the replies of running ones, then close."""
+        self._read_scope.cancel()
+
     def close(self, reason: str) -> None:
         """Drop the connection now; its generate requests are cancelled without a `Done`."""
         self._close_reason = self._close_reason or reason
+        self._aborted = True
         self._cancel_scope.cancel()
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
@@ -352,7 +365,7 @@ class Connection:
 
     def _send(self, reply: Reply) -> None:
         """Queue `reply` for the writer; raise _SlowReaderError when the buffer is full."""
-        if self._close_reason is not None:
+        if self._aborted:
             return
         frame = encode_frame(reply, max_frame_bytes=self._limits.max_frame_bytes)
         if self._queued_bytes + len(frame) > self._limits.send_buffer_bytes:
@@ -389,20 +402,6 @@ class Connection:
             return False
         self._queued_bytes -= len(frame)
         return True
-
-    async def _flush_and_close(self) -> None:
-        """After a framing error, send the queued replies and the error; then close the socket."""
-        if self._final_error is not None:
-            frames = []
-            with contextlib.suppress(trio.WouldBlock):
-                while True:
-                    frames.append(self._outgoing_receive.receive_nowait())
-            frames.append(encode_frame(self._final_error))
-            with trio.move_on_after(self._limits.send_timeout_s):
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self._stream.send_all(b"".join(frames))
-        with trio.CancelScope(shield=True):
-            await self._stream.aclose()
 
 
 def log_for_connection(number: int, peer: str) -> Any:

@@ -69,3 +69,10 @@ def context_length() -> int:
 @pytest.fixture
 async def server(fake_server: UnixSocketServer) -> UnixSocketServer:
     return fake_server
+
+
+@pytest.fixture
+async def client(server: UnixSocketServer) -> AsyncIterator[AsyncClient]:
+    async with await AsyncClient.connect(server.socket_path) as connected:
+        await connected.hello("test")
+        yield connected

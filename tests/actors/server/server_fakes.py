@@ -75,6 +75,10 @@ class FakeRuntime:
                 emitted = 1
                 await cancelled.wait()
             limit = min(len(words), request.max_tokens)
+            if not request.stream:
+                await trio.sleep(0)
+                yield self._chunk(request_id, words[:limit], 0)
+                emitted = limit
             while emitted < limit and not cancelled.is_set():
                 await trio.sleep(0)
                 yield self._chunk(request_id, words[emitted : emitted + 1], emitted)
