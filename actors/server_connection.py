@@ -24,6 +24,7 @@ import msgspec
 import structlog
 import trio
 
+from draftwise.actors.runtime_errors import RuntimeRequestError
 from draftwise.protocol import (
     PROTOCOL_VERSION,
     CancelReply,
@@ -355,13 +356,14 @@ class Connection:
         self._send(reply)
 
     def _error_reply(self, request_id: str, exc: DraftwiseError) -> ErrorReply:
-        code = getattr(exc, "code", None)
-        if not isinstance(code, str):
-            self._log.error("request_failed", request_id=request_id, exc_info=exc)
-            code = ErrorCode.INTERNAL
-        message = getattr(exc, "message", None) or str(exc)
-        self._log.info("request_rejected", request_id=request_id, code=code, detail=message)
-        return ErrorReply(request_id=request_id, code=code, message=message)
+        """Forward a RuntimeRequestError's code; any other DraftwiseError is an internal error."""
+        if isinstance(exc, RuntimeRequestError):
+            self._log.info(
+                "request_rejected", request_id=request_id, code=exc.code, detail=exc.message
+            )
+            return ErrorReply(request_id=request_id, code=exc.code, message=exc.message)
+        self._log.error("request_failed", request_id=request_id, exc_info=exc)
+        return ErrorReply(request_id=request_id, code=ErrorCode.INTERNAL, message=str(exc))
 
     def _send(self, reply: Reply) -> None:
         """Queue `reply` for the writer; raise _SlowReaderError when the buffer is full."""

@@ -13,10 +13,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from server_fakes import FakeRuntime  # noqa: E402
+from server_fakes import TINY_CONTEXT_LENGTH, FakeRuntime, tiny_models
 
-from draftwise.actors.server import UnixSocketServer, serve  # noqa: E402
-from draftwise.protocol import AsyncClient  # noqa: E402
+from draftwise.actors.runtime import Runtime, RuntimeConfig
+from draftwise.actors.server import UnixSocketServer, serve
+from draftwise.protocol import AsyncClient
 
 
 @pytest.fixture
@@ -61,14 +62,26 @@ async def fake_client(fake_server: UnixSocketServer) -> AsyncIterator[AsyncClien
 
 @pytest.fixture
 def context_length() -> int:
-    from server_fakes import CONTEXT_LENGTH
-
-    return CONTEXT_LENGTH
+    return TINY_CONTEXT_LENGTH
 
 
 @pytest.fixture
-async def server(fake_server: UnixSocketServer) -> UnixSocketServer:
-    return fake_server
+async def runtime() -> AsyncIterator[Runtime]:
+    async with Runtime.open(RuntimeConfig(model="tiny"), models=tiny_models()) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def server(
+    runtime: Runtime, socket_path: str, nursery: trio.Nursery
+) -> AsyncIterator[UnixSocketServer]:
+    started = await nursery.start(
+        lambda task_status: serve(
+            runtime, socket_path, handle_signals=False, task_status=task_status
+        )
+    )
+    yield started
+    started.shutdown(drain=False)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""A scripted runtime with the server-facing methods of the embedded Runtime.
+"""Tiny models for the real Runtime, and a scripted runtime for cases a real model cannot script.
+
+`FakeRuntime` has the server-facing methods of the embedded Runtime.
 
 Its "model" returns the words of the prompt (or of the last chat message), one
 word per chunk. Scripted prompts:
@@ -13,10 +15,13 @@ CONTEXT_LENGTH words is longer than the context.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import trio
+from fakes import CharTokenizer, tiny_config, tiny_model
 
+from draftwise.actors.runtime_errors import RuntimeRequestError as FakeRequestError
 from draftwise.protocol import (
     Chunk,
     Done,
@@ -26,19 +31,25 @@ from draftwise.protocol import (
     SpeculationSummary,
     Usage,
 )
-from draftwise.runtime.errors import DraftwiseError
+from draftwise.runtime.language_model import LanguageModel
 
 MODEL_NAME = "fake-target"
 CONTEXT_LENGTH = 64
+TINY_CONTEXT_LENGTH = tiny_config().context_length
 
 
-class FakeRequestError(DraftwiseError):
-    """Same shape as the runtime's request error: a protocol error code and a message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+def tiny_models() -> dict[str, LanguageModel]:
+    """A tiny random target named "tiny" with a character tokenizer, for `Runtime.open(models=)`."""
+    return {
+        "tiny": LanguageModel(
+            name="tiny",
+            model=tiny_model(seed=0),
+            tokenizer=CharTokenizer(),  # type: ignore[arg-type]
+            path=Path("."),
+            source_sha256="0" * 64,
+            load_s=0.0,
+        )
+    }
 
 
 class FakeRuntime:
@@ -83,7 +94,9 @@ class FakeRuntime:
                 await trio.sleep(0)
                 yield self._chunk(request_id, words[emitted : emitted + 1], emitted)
                 emitted += 1
-            reason = "cancelled" if cancelled.is_set() else "length" if emitted < len(words) else "eos"
+            reason = (
+                "cancelled" if cancelled.is_set() else "length" if emitted < len(words) else "eos"
+            )
             self.finished[request_id] = reason
             yield Done(
                 request_id=request_id,

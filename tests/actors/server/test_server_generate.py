@@ -41,7 +41,9 @@ async def test_server_generate_without_stream_sends_one_chunk(client: AsyncClien
 
 async def test_server_session_continues_and_closes(client: AsyncClient):
     _, first = await _collect(client, prompt=PROMPT, max_tokens=3)
-    _, second = await _collect(client, prompt=PROMPT + " more", session_id=first.session_id, max_tokens=3)
+    _, second = await _collect(
+        client, prompt=PROMPT + " more", session_id=first.session_id, max_tokens=3
+    )
     assert second.session_id == first.session_id
     reply = await client.close_session(first.session_id)
     assert reply.session_id == first.session_id
