@@ -1,0 +1,99 @@
+"""What every API route shares: the gateway state, error rendering and prompt rendering."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from draftwise.actors.http.errors import ApiError, ApiFlavor, error_body, from_runtime_error
+from draftwise.actors.http.generation import Generation
+from draftwise.actors.http.metrics import GatewayMetrics
+from draftwise.actors.http.sse import EventStreamResponse, run_until_disconnect
+from draftwise.runtime.errors import ChatTemplateError, DraftwiseError
+
+log = structlog.get_logger("draftwise.http")
+
+CLIENT_CLOSED_STATUS = 499
+"""Status recorded (never sent) for a request whose client disconnected first."""
+
+
+@dataclass
+class Gateway:
+    """State shared by the routes: the runtime they drive and the metrics they feed."""
+
+    runtime: Any
+    metrics: GatewayMetrics
+
+
+Handler = Callable[[Request, Gateway], Awaitable[Response]]
+
+
+def api_route(flavor: ApiFlavor, endpoint: str) -> Callable[[Handler], Callable[..., Any]]:
+    """Wrap a handler: errors become ``flavor``-shaped JSON bodies, statuses are counted.
+
+    A handler that fails after its stream began reports the error as a stream
+    event itself; this wrapper only sees errors raised before a response exists.
+    """
+
+    def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def route(request: Request) -> Response:
+            gateway: Gateway = request.app.state.gateway
+            try:
+                response = await handler(request, gateway)
+            except ApiError as error:
+                response = error_response(error, flavor)
+                log.info(
+                    "request_rejected",
+                    actor="http",
+                    endpoint=endpoint,
+                    status=error.status,
+                    param=error.param,
+                    error=error.message,
+                )
+            except DraftwiseError as error:
+                response = error_response(from_runtime_error(error), flavor)
+            status = response.status_code if not isinstance(response, EventStreamResponse) else 200
+            gateway.metrics.record_http(endpoint, status)
+            return response
+
+        return route
+
+    return decorate
+
+
+def error_response(error: ApiError, flavor: ApiFlavor) -> JSONResponse:
+    return JSONResponse(error_body(error, flavor), status_code=error.status)
+
+
+def render_prompt(
+    runtime: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, model: str
+) -> str:
+    """Render the conversation with the model's chat template; a template error is a 400."""
+    try:
+        return str(runtime.render_chat(messages, tools=tools, model=model))
+    except ChatTemplateError as error:
+        raise ApiError(400, str(error), param="messages") from error
+
+
+async def collect_text(
+    request: Request, generation: Generation, metrics: GatewayMetrics, endpoint: str
+) -> str | None:
+    """Run ``generation`` to the end; None if the client disconnected, which cancels it."""
+
+    async def collect() -> str:
+        parts = [delta async for delta in generation.text_deltas(metrics, endpoint)]
+        return "".join(parts)
+
+    return await run_until_disconnect(request.receive, collect)
+
+
+def client_closed() -> Response:
+    """Placeholder for a request whose client is gone; nothing reaches the client."""
+    return Response(status_code=CLIENT_CLOSED_STATUS)
