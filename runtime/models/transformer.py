@@ -8,6 +8,7 @@ tensors cannot tell: the rope layout and the MLP activation.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -69,6 +70,7 @@ class Transformer:
         # The post-final-norm hidden states of the newest call's output rows,
         # lazy: an MTP drafter reads the row that chose the newest token.
         self.last_hidden: mx.array | None = None
+        self._last_cache: weakref.ref[ModelCache] | None = None
         self._check_weights()
 
     def _check_weights(self) -> None:
@@ -147,8 +149,14 @@ class Transformer:
             hidden = hidden[-1:]
         hidden = rms_norm(hidden, self._norm("output_norm.weight"), config.rms_norm_eps)
         self.last_hidden = hidden
+        self._last_cache = weakref.ref(cache)
         logits = linear(hidden, self._head)  # [n, vocab] or [n, head_rows]
         return ForwardOutput(logits=logits, hidden=hidden if return_hidden else None)
+
+    @property
+    def last_cache(self) -> ModelCache | None:
+        """The cache of the newest call, while someone else still holds it."""
+        return self._last_cache() if self._last_cache is not None else None
 
     def _vector(self, name: str) -> mx.array | None:
         """Return a norm weight or bias by name, or None when the model has none."""
