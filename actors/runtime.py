@@ -159,7 +159,8 @@ class Runtime:
         plan = self._planner.plan(request, reuse_prefix)
         send, receive = trio.open_memory_channel[Any](REPLY_BUFFER)
         self._active[id(plan)] = plan
-        self._nursery.start_soon(SessionRequest(self._parts, plan, send).run)
+        session = SessionRequest(self._parts, plan, send)
+        self._nursery.start_soon(session.run)
         finished = False
         try:
             async with receive:
@@ -177,6 +178,9 @@ class Runtime:
         finally:
             if not finished:
                 plan.cancelled = True
+                # The session stops at its next round boundary and is released.
+                with trio.CancelScope(shield=True):
+                    await session.finished.wait()
             self._active.pop(id(plan), None)
 
     async def chat(self, messages: list[dict[str, str]], **options: Any) -> str:
@@ -218,6 +222,21 @@ class Runtime:
                 f"session '{session_id}' has a request running; cancel it, then close the session",
             )
         return int(freed)
+
+    def session_info(self, session_id: str) -> dict[str, Any]:
+        """A session's cached_tokens, cache_bytes and whether a request holds it (busy)."""
+        state = self._parts.cache.sessions.get(session_id)
+        if state is None:
+            raise RuntimeRequestError(
+                ErrorCode.UNKNOWN_SESSION,
+                f"session '{session_id}' does not exist (closed, or never created here)",
+            )
+        return {
+            "session_id": session_id,
+            "cached_tokens": len(state.cached_token_ids()),
+            "cache_bytes": state.nbytes,
+            "busy": state.request_id is not None,
+        }
 
     def stats(self) -> dict[str, Any]:
         """The `StatsReply` fields except request_id, plus draft_length, ttft_s and a few more."""

@@ -68,15 +68,18 @@ class SyncRuntime:
         """Yield the replies of `Runtime.generate`; closing the iterator cancels the request."""
         replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
         scope = trio.CancelScope()
+        pumped = threading.Event()
 
         async def pump() -> None:
-            with scope:
-                try:
+            try:
+                with scope:
                     async for reply in self._runtime.generate(request, reuse_prefix=reuse_prefix):
                         replies.put(reply)
                     replies.put(_END)
-                except Exception as error:
-                    replies.put(error)
+            except Exception as error:
+                replies.put(error)
+            finally:
+                pumped.set()
 
         self._call(self._nursery.start_soon, pump)
         finished = False
@@ -92,7 +95,9 @@ class SyncRuntime:
                 yield item
         finally:
             if not finished:
+                # Returns once the request stopped at a round boundary and released its session.
                 self._call(scope.cancel)
+                pumped.wait()
 
     def chat(self, messages: list[dict[str, str]], **options: Any) -> str:
         return str(self._await(self._runtime.chat, messages, **options))

@@ -88,41 +88,54 @@ class SessionRequest:
         self.decode_s = 0.0
         self.ttft_s: float | None = None
         self.log = log.bind(actor="session", request_id=plan.request_id)
+        self.finished = trio.Event()
 
     async def run(self) -> None:
-        async with self.replies:
-            lease = await ask(self.parts.cache.inbox, self._lease_message)
-            if lease.error_code is not None:
-                await self._send_error(RuntimeRequestError(lease.error_code, lease.error_message))
-                return
-            state: SessionState = lease.state
-            self.log = self.log.bind(session_id=state.session_id)
-            caches_valid = False
-            try:
-                await self._generate(state)
-                caches_valid = True
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                caches_valid = True  # the consumer left between rounds
-                self.log.info("request_abandoned", generated_tokens=len(self.output_ids))
-            except Exception as error:
-                self.log.error("request_failed", exc_info=True)
-                await self._send_error(
-                    RuntimeRequestError(
-                        ErrorCode.INTERNAL,
-                        f"request '{self.plan.request_id}' failed in session "
-                        f"'{state.session_id}': {type(error).__name__}: {error}",
+        """Serve the plan; the session is released before the last reply goes out."""
+        try:
+            async with self.replies:
+                final = await self._serve()
+                if isinstance(final, RuntimeRequestError):
+                    await self._send_error(final)
+                elif final is not None:
+                    await self.replies.send(final)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.log.info("final_reply_dropped", reason="the consumer left")
+        finally:
+            self.finished.set()
+
+    async def _serve(self) -> Done | RuntimeRequestError | None:
+        lease = await ask(self.parts.cache.inbox, self._lease_message)
+        if lease.error_code is not None:
+            return RuntimeRequestError(lease.error_code, lease.error_message)
+        state: SessionState = lease.state
+        self.log = self.log.bind(session_id=state.session_id)
+        caches_valid = False
+        try:
+            done = await self._generate(state)
+            caches_valid = True
+            return done
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            caches_valid = True  # the consumer left between rounds
+            self.log.info("request_abandoned", generated_tokens=len(self.output_ids))
+            return None
+        except Exception as error:
+            self.log.error("request_failed", exc_info=True)
+            return RuntimeRequestError(
+                ErrorCode.INTERNAL,
+                f"request '{self.plan.request_id}' failed in session "
+                f"'{state.session_id}': {type(error).__name__}: {error}",
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.parts.cache.inbox.send(
+                    SessionReleased(
+                        session_id=state.session_id,
+                        request_id=self.plan.request_id,
+                        token_ids=(*self.plan.prompt_ids, *self.output_ids),
+                        caches_valid=caches_valid,
                     )
                 )
-            finally:
-                with trio.CancelScope(shield=True):
-                    await self.parts.cache.inbox.send(
-                        SessionReleased(
-                            session_id=state.session_id,
-                            request_id=self.plan.request_id,
-                            token_ids=(*self.plan.prompt_ids, *self.output_ids),
-                            caches_valid=caches_valid,
-                        )
-                    )
 
     def _lease_message(self, reply: Any) -> SessionLeaseRequested:
         return SessionLeaseRequested(
@@ -146,15 +159,14 @@ class SessionRequest:
         await self.parts.cache.inbox.send(CacheGrew(session_id=state.session_id))
         return value
 
-    async def _generate(self, state: SessionState) -> None:
+    async def _generate(self, state: SessionState) -> Done:
         plan = self.plan
         drafter, tuner = self._drafter_for(state)
         logits = await self._prefill_target(state)
         if drafter is not None and drafter_uses_model(drafter):
             await self._prefill_draft(state)
         if plan.cancelled:
-            await self._finish(state, "cancelled", None)
-            return
+            return await self._finish(state, "cancelled", None)
         self.log.info(
             "request_started",
             prompt_tokens=len(plan.prompt_ids),
@@ -169,7 +181,7 @@ class SessionRequest:
         if stats is not None and stats.reason_off and stats.reason_off.startswith("draft_rollback"):
             state.draft_cache = None
             state.drafters.clear()
-        await self._finish(state, finish_reason, stats)
+        return await self._finish(state, finish_reason, stats)
 
     def _drafter_for(self, state: SessionState) -> tuple[Any, RecordingTuner | None]:
         plan = self.plan
@@ -326,7 +338,7 @@ class SessionRequest:
                 )
             )
 
-    async def _finish(self, state: SessionState, finish_reason: str, stats: Any) -> None:
+    async def _finish(self, state: SessionState, finish_reason: str, stats: Any) -> Done:
         plan = self.plan
         summary = _summary(stats)
         done = Done(
@@ -370,7 +382,7 @@ class SessionRequest:
                 decode_s=self.decode_s,
             )
         )
-        await self.replies.send(done)
+        return done
 
 
 class _SessionPrefiller:

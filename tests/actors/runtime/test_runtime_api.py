@@ -1,0 +1,171 @@
+"""The embedded API: validation, stop rules, streaming modes, health, stats and SyncRuntime."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+import trio
+from runtime_fakes import (
+    PROMPTS,
+    BlockingModel,
+    collect,
+    language_model,
+    open_runtime,
+    output_ids,
+    solo_ids,
+    tiny_models,
+)
+
+from draftwise.actors import Runtime, RuntimeConfig, RuntimeRequestError, SyncRuntime
+from draftwise.protocol import Chunk, Done, GenerateRequest, SamplingParams, StatsReply
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "code", "words"),
+    [
+        ({"model": "other"}, "unknown_model", "other"),
+        ({"draft": "missing-draft"}, "unknown_model", "missing-draft"),
+        ({"prompt": "x" * 600}, "invalid_request", "600 tokens"),
+        ({"max_tokens": 0}, "invalid_request", "max_tokens"),
+        ({"sampling": SamplingParams(top_p=0.0)}, "invalid_request", "top_p"),
+    ],
+)
+async def test_runtime_generate_rejects_bad_input(request_fields, code, words):
+    fields = {"request_id": "bad", "prompt": "abc", **request_fields}
+    async with open_runtime(tiny_models()) as rt:
+        with pytest.raises(RuntimeRequestError) as refused:
+            await collect(rt, GenerateRequest(**fields))
+        assert rt.stats()["scheduler_steps"] == 0  # refused before any model work
+    assert refused.value.code == code
+    assert words in refused.value.message
+
+
+async def test_runtime_context_error_names_both_lengths():
+    async with open_runtime(tiny_models()) as rt:
+        with pytest.raises(RuntimeRequestError) as refused:
+            await collect(rt, GenerateRequest(request_id="long", prompt="y" * 512))
+        assert str(rt.context_length()) in refused.value.message
+    assert "512 tokens" in refused.value.message
+
+
+async def test_runtime_open_rejects_bad_config():
+    with pytest.raises(RuntimeRequestError, match="prefill_chunk 0"):
+        async with open_runtime(tiny_models(), prefill_chunk=0):
+            pass
+
+
+@pytest.mark.parametrize("speculation", ["auto", "off"])
+async def test_runtime_stop_string_and_max_tokens_exact(speculation):
+    models = tiny_models()
+    target = models["tiny"]
+    prompt = PROMPTS[2]
+    full = solo_ids(target, prompt, 60)
+    text = target.tokenizer.decode(full)
+    stop = text[20:23]
+    async with open_runtime(models, draft="tiny-draft") as rt:
+        chunks, done = await collect(
+            rt,
+            GenerateRequest(
+                request_id="s", prompt=prompt, max_tokens=60, stop=[stop], speculation=speculation
+            ),
+        )
+        exact, exact_done = await collect(
+            rt,
+            GenerateRequest(request_id="m", prompt=prompt, max_tokens=7, speculation=speculation),
+        )
+    assert done.finish_reason == "stop"
+    assert "".join(c.text for c in chunks) == text[: text.index(stop)]
+    assert output_ids(chunks) == solo_ids(target, prompt, 60, (stop,))
+    assert exact_done.finish_reason == "length"
+    assert output_ids(exact) == full[:7]
+
+
+async def test_runtime_without_stream_sends_one_chunk():
+    models = tiny_models()
+    async with open_runtime(models, draft="tiny-draft") as rt:
+        chunks, done = await collect(
+            rt, GenerateRequest(request_id="n", prompt=PROMPTS[1], max_tokens=20, stream=False)
+        )
+    assert len(chunks) == 1
+    assert chunks[0].token_ids == solo_ids(models["tiny"], PROMPTS[1], 20)
+    assert done.usage.completion_tokens == 20
+
+
+async def test_runtime_health_answered_during_long_prefill():
+    base = tiny_models()["tiny"].model
+    blocking = BlockingModel(base, min_tokens=32)
+    models = {"tiny": language_model("tiny", blocking)}
+    long_prompt = PROMPTS[0] * 16  # 432 tokens, 14 slices of 32
+    results = {}
+
+    async def run(name, prompt, max_tokens):
+        results[name] = await collect(
+            rt, GenerateRequest(request_id=name, prompt=prompt, max_tokens=max_tokens)
+        )
+
+    async with open_runtime(models, prefill_chunk=32) as rt:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "long", long_prompt, 4)
+            await trio.to_thread.run_sync(blocking.entered.wait)
+            # A prefill slice holds the device thread right now.
+            assert rt.health() == ("ok", None)
+            assert rt.stats()["active_requests"] == 1
+            nursery.start_soon(run, "short", PROMPTS[1], 16)
+            blocking.release.set()
+        history = list(rt._parts.scheduler.history)
+    assert output_ids(results["short"][0]) == solo_ids(language_model("p", base), PROMPTS[1], 16)
+    # The short request's decode rounds ran between the long prompt's prefill slices.
+    last_slice = max(i for i, e in enumerate(history) if e[1] == "long" and e[2] == "prefill")
+    assert any(e[1] == "short" and e[2] == "decode" for e in history[:last_slice])
+
+
+async def test_runtime_stats_models_and_tokens():
+    models = tiny_models()
+    async with open_runtime(models, draft="tiny-draft") as rt:
+        _, done = await collect(
+            rt, GenerateRequest(request_id="a", prompt=PROMPTS[1], max_tokens=12)
+        )
+        stats = rt.stats()
+        infos = rt.models()
+        assert rt.count_tokens("hello") == 5
+        assert rt.context_length() == 512
+        with pytest.raises(RuntimeRequestError) as no_template:
+            rt.render_chat([{"role": "user", "content": "hi"}])
+        assert no_template.value.code == "invalid_request"
+    reply_fields = set(StatsReply.__struct_fields__) - {"request_id"}
+    assert reply_fields <= set(stats)
+    msgspec.convert({"request_id": "x", **{k: stats[k] for k in reply_fields}}, StatsReply)
+    assert stats["finished_requests"] == 1
+    assert stats["completion_tokens"] == done.usage.completion_tokens
+    assert stats["num_accepted"] == done.speculation.num_accepted
+    assert stats["ttft_s"] and "tiny" in stats["draft_length"]
+    assert [(i.name, i.role, i.default_draft) for i in infos] == [
+        ("tiny", "target", "tiny-draft"),
+        ("tiny-draft", "draft", None),
+    ]
+
+
+def test_sync_runtime_generate_from_plain_code():
+    models = tiny_models()
+    config = RuntimeConfig(model="tiny", draft="tiny-draft")
+    with SyncRuntime.open(config, models=models) as rt:
+        replies = list(
+            rt.generate(GenerateRequest(request_id="s", prompt=PROMPTS[1], max_tokens=10))
+        )
+        assert isinstance(replies[-1], Done)
+        chunks = [r for r in replies if isinstance(r, Chunk)]
+        assert output_ids(chunks) == solo_ids(models["tiny"], PROMPTS[1], 10)
+        stream = rt.generate(GenerateRequest(request_id="t", prompt=PROMPTS[2], max_tokens=100))
+        next(stream)
+        stream.close()  # cancels the request
+        assert rt.health() == ("ok", None)
+        assert rt.stats()["active_requests"] == 0
+        freed = rt.close_session(replies[-1].session_id)
+        assert freed > 0
+    with pytest.raises(RuntimeRequestError, match="unknown"):
+        with SyncRuntime.open(RuntimeConfig(model="tiny", drafter="unknown"), models=models):
+            pass
+
+
+def test_runtime_is_exported_from_actors():
+    assert Runtime.open is not None

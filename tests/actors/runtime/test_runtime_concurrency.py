@@ -1,0 +1,117 @@
+"""Many sessions at once: same tokens as alone, fair turns, failures stay in their request."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import trio
+from runtime_fakes import (
+    PROMPTS,
+    PoisonedModel,
+    collect,
+    language_model,
+    open_runtime,
+    output_ids,
+    solo_ids,
+    tiny_models,
+)
+
+from draftwise.actors.runtime import RuntimeRequestError
+from draftwise.protocol import GenerateRequest
+
+MAX_TOKENS = 24
+
+
+async def _run_all(rt, requests):
+    results = {}
+
+    async def one(request):
+        results[request.request_id] = await collect(rt, request)
+
+    async with trio.open_nursery() as nursery:
+        for request in requests:
+            nursery.start_soon(one, request)
+    return results
+
+
+@pytest.mark.parametrize("speculation", ["auto", "off", 3])
+async def test_runtime_concurrent_sessions_match_solo(speculation):
+    models = tiny_models()
+    requests = [
+        GenerateRequest(
+            request_id=f"r{i}", prompt=p, max_tokens=MAX_TOKENS, speculation=speculation
+        )
+        for i, p in enumerate(PROMPTS)
+    ]
+    async with open_runtime(models, draft="tiny-draft", prefill_chunk=8) as rt:
+        results = await _run_all(rt, requests)
+        history = list(rt._parts.scheduler.history)
+    for i, prompt in enumerate(PROMPTS):
+        chunks, done = results[f"r{i}"]
+        assert output_ids(chunks) == solo_ids(models["tiny"], prompt, MAX_TOKENS), prompt
+        assert done.usage.completion_tokens == len(output_ids(chunks))
+    # The runs overlapped: some session's consecutive steps had another's in between.
+    sessions = [entry[0] for entry in history]
+    assert len(set(sessions[:16])) > 1
+    if speculation != "off":
+        assert any(done.speculation.num_accepted > 0 for _, done in results.values())
+
+
+async def test_scheduler_fairness_bound():
+    models = tiny_models()
+    count = 4
+    requests = [
+        GenerateRequest(request_id=f"r{i}", prompt=PROMPTS[i] * 3, max_tokens=40, speculation="off")
+        for i in range(count)
+    ]
+    async with open_runtime(models, prefill_chunk=8) as rt:
+        await _run_all(rt, requests)
+        history = list(rt._parts.scheduler.history)
+    # Between two steps of one request, while it runs, every other request
+    # gets at most one step: no request waits more than count - 1 steps.
+    for request_id in (r.request_id for r in requests):
+        positions = [i for i, entry in enumerate(history) if entry[1] == request_id]
+        gaps = [b - a - 1 for a, b in itertools.pairwise(positions)]
+        assert max(gaps) <= count - 1, (request_id, gaps)
+    # Prefill slices of one request interleave with other requests' steps.
+    first = [i for i, e in enumerate(history) if e[1] == "r0" and e[2] == "prefill"]
+    assert any(history[i + 1][1] != "r0" for i in first[:-1])
+
+
+async def test_runtime_exception_fails_only_its_request():
+    base = tiny_models()["tiny"].model
+    poison = "~"  # only the poisoned prompt contains this character
+    poisoned = PoisonedModel(base, poison_id=ord(poison) - 32)
+    models = {"tiny": language_model("tiny", poisoned)}
+    prompts = [*PROMPTS[:7], "poisoned ~ prompt"]
+    requests = [
+        GenerateRequest(request_id=f"r{i}", prompt=p, max_tokens=MAX_TOKENS, speculation="auto")
+        for i, p in enumerate(prompts)
+    ]
+    results, errors = {}, {}
+
+    async def one(request):
+        try:
+            results[request.request_id] = await collect(rt, request)
+        except RuntimeRequestError as error:
+            errors[request.request_id] = error
+
+    async with open_runtime(models, prefill_chunk=8) as rt:
+        async with trio.open_nursery() as nursery:
+            for request in requests:
+                nursery.start_soon(one, request)
+        assert rt.health() == ("ok", None)
+        # The failed session starts over on its next request.
+        again, _ = await collect(
+            rt, GenerateRequest(request_id="again", prompt=PROMPTS[0], max_tokens=8)
+        )
+    assert set(errors) == {"r7"}
+    assert errors["r7"].code == "internal"
+    assert "injected fault" in errors["r7"].message
+    reference = language_model("plain", base)
+    for i in range(7):
+        chunks, done = results[f"r{i}"]
+        assert output_ids(chunks) == solo_ids(reference, prompts[i], MAX_TOKENS)
+        assert done.finish_reason in ("length", "eos")
+    assert output_ids(again) == solo_ids(reference, PROMPTS[0], 8)

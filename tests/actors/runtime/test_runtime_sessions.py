@@ -1,0 +1,169 @@
+"""Sessions across requests: prefix reuse, cancellation, closing and the memory budget."""
+
+from __future__ import annotations
+
+import pytest
+from runtime_fakes import PROMPTS, collect, open_runtime, output_ids, solo_ids, tiny_models
+
+from draftwise.actors.runtime import RuntimeRequestError
+from draftwise.protocol import Chunk, Done, GenerateRequest
+
+
+def _text(target, ids):
+    return target.tokenizer.decode(ids)
+
+
+@pytest.mark.parametrize("speculation", ["auto", "off"])
+async def test_session_second_turn_prefills_only_new_tokens(speculation):
+    models = tiny_models()
+    target = models["tiny"]
+    first = PROMPTS[1]
+    async with open_runtime(models, draft="tiny-draft", prefill_chunk=8) as rt:
+        chunks, done = await collect(
+            rt,
+            GenerateRequest(request_id="t1", prompt=first, max_tokens=10, speculation=speculation),
+        )
+        reply = _text(target, output_ids(chunks))
+        second = first + reply + " and more"
+        held = len(first) + len(output_ids(chunks)) - 1  # the newest token is not in the cache yet
+        chunks2, done2 = await collect(
+            rt,
+            GenerateRequest(
+                request_id="t2",
+                session_id=done.session_id,
+                prompt=second,
+                max_tokens=12,
+                speculation=speculation,
+            ),
+        )
+        cold, cold_done = await collect(
+            rt,
+            GenerateRequest(request_id="t3", prompt=second, max_tokens=12, speculation=speculation),
+        )
+    assert done2.session_id == done.session_id
+    assert done2.usage.cached_tokens == held
+    assert cold_done.usage.cached_tokens == 0
+    assert output_ids(chunks2) == output_ids(cold) == solo_ids(target, second, 12)
+
+
+async def test_session_reuse_prefix_picks_longest_match():
+    models = tiny_models()
+    async with open_runtime(models, prefill_chunk=8) as rt:
+        done = {}
+        for i in range(3):
+            _, done[i] = await collect(
+                rt, GenerateRequest(request_id=f"a{i}", prompt=PROMPTS[i], max_tokens=4)
+            )
+        extended = PROMPTS[2] + " # next"
+        chunks, reused = await collect(
+            rt, GenerateRequest(request_id="b", prompt=extended, max_tokens=6), reuse_prefix=True
+        )
+        _, fresh = await collect(
+            rt,
+            GenerateRequest(request_id="c", prompt="zzz unrelated", max_tokens=2),
+            reuse_prefix=True,
+        )
+    assert reused.session_id == done[2].session_id
+    assert reused.usage.cached_tokens == len(PROMPTS[2])
+    assert output_ids(chunks) == solo_ids(models["tiny"], extended, 6)
+    assert fresh.session_id not in {d.session_id for d in done.values()}
+
+
+@pytest.mark.parametrize("how", ["cancel", "break"])
+async def test_session_cancel_returns_cache_bytes_to_baseline(how):
+    models = tiny_models()
+    prompt = PROMPTS[2]  # generates 200 tokens without EOS
+    async with open_runtime(models, draft="tiny-draft", prefill_chunk=8) as rt:
+        assert rt.stats()["cache_bytes"] == 0
+        request = GenerateRequest(
+            request_id="long", prompt=prompt, max_tokens=200, speculation="off"
+        )
+        received: list[int] = []
+        done = None
+        stream = rt.generate(request)
+        async for reply in stream:
+            if isinstance(reply, Chunk):
+                received += reply.token_ids
+                if len(received) == 5:
+                    if how == "break":
+                        break
+                    assert await rt.cancel("long")
+            else:
+                done = reply
+        await stream.aclose()
+        if how == "cancel":
+            assert isinstance(done, Done) and done.finish_reason == "cancelled"
+            assert done.usage.completion_tokens == len(received) < 200
+        session_id = next(iter(rt._parts.cache.sessions))
+        # Closing the stream released the session with its cache at a round boundary.
+        assert rt.session_info(session_id)["busy"] is False
+        held = rt.stats()["cache_bytes"]
+        assert held > 0
+        continued = prompt + _text(models["tiny"], received)
+        chunks, again = await collect(
+            rt,
+            GenerateRequest(
+                request_id="again", session_id=session_id, prompt=continued, max_tokens=6
+            ),
+        )
+        assert again.usage.cached_tokens == len(continued) - 1
+        assert output_ids(chunks) == solo_ids(models["tiny"], continued, 6)
+        freed = await rt.close_session(session_id)
+        assert freed > 0
+        assert rt.stats()["cache_bytes"] == 0
+        assert rt.stats()["active_sessions"] == 0
+        assert await rt.cancel("long") is False
+
+
+async def test_session_budget_evicts_oldest_idle():
+    models = tiny_models()
+    async with open_runtime(models, drafter="ngram", prefill_chunk=8) as rt:
+        _, _a = await collect(rt, GenerateRequest(request_id="a", prompt=PROMPTS[0], max_tokens=4))
+        one_session = rt.stats()["cache_bytes"]
+    budget = int(one_session * 2.5)
+    async with open_runtime(
+        models, drafter="ngram", prefill_chunk=8, cache_budget_bytes=budget
+    ) as rt:
+        ids = []
+        for i in range(2):
+            _, done = await collect(
+                rt, GenerateRequest(request_id=f"i{i}", prompt=PROMPTS[i], max_tokens=4)
+            )
+            ids.append(done.session_id)
+        assert rt.stats()["evictions"] == 0
+        chunks, _active = await collect(
+            rt, GenerateRequest(request_id="c", prompt=PROMPTS[2], max_tokens=8)
+        )
+        assert output_ids(chunks) == solo_ids(models["tiny"], PROMPTS[2], 8)
+        assert rt.stats()["evictions"] == 1
+        assert rt.session_info(ids[0])["cache_bytes"] == 0  # the oldest idle one went
+        assert rt.session_info(ids[1])["cache_bytes"] > 0
+        assert rt.stats()["cache_bytes"] <= budget
+        # A request on the evicted session prefills from scratch and is correct.
+        chunks, again = await collect(
+            rt,
+            GenerateRequest(
+                request_id="d", session_id=ids[0], prompt=PROMPTS[0] + "!", max_tokens=6
+            ),
+        )
+        assert again.usage.cached_tokens == 0
+        assert output_ids(chunks) == solo_ids(models["tiny"], PROMPTS[0] + "!", 6)
+
+
+async def test_session_unknown_and_busy_refused():
+    models = tiny_models()
+    async with open_runtime(models) as rt:
+        with pytest.raises(RuntimeRequestError) as unknown:
+            await collect(rt, GenerateRequest(request_id="x", session_id="nope", prompt="a"))
+        assert unknown.value.code == "unknown_session"
+        with pytest.raises(RuntimeRequestError) as closing:
+            await rt.close_session("nope")
+        assert closing.value.code == "unknown_session"
+        stream = rt.generate(GenerateRequest(request_id="y", prompt=PROMPTS[0], max_tokens=50))
+        first = await stream.__anext__()
+        assert isinstance(first, Chunk)
+        session_id = next(iter(rt._parts.cache.sessions))
+        with pytest.raises(RuntimeRequestError) as busy:
+            await collect(rt, GenerateRequest(request_id="z", session_id=session_id, prompt="b"))
+        assert busy.value.code == "invalid_request" and session_id in busy.value.message
+        await stream.aclose()
