@@ -9,6 +9,7 @@ from typing import Any
 from draftwise.runtime.drafters.adaptive import AdaptiveDrafter, AdaptiveTuner
 from draftwise.runtime.drafters.base import Drafter
 from draftwise.runtime.drafters.draft_model import DraftModelDrafter
+from draftwise.runtime.drafters.mtp import MTPDrafter, MTPWeights
 from draftwise.runtime.drafters.ngram import NgramDrafter
 from draftwise.runtime.errors import GenerationError
 from draftwise.runtime.generate import (
@@ -64,15 +65,15 @@ class GenerationRecord:
         return out
 
 
-DRAFTERS = ("auto", "draft_model", "ngram")
+DRAFTERS = ("auto", "draft_model", "ngram", "mtp")
 
 
 class Engine:
     """A target model and an optional draft model, ready to generate.
 
     ``drafter`` selects what proposes tokens: "auto" lets the tuner pick per
-    round among n-gram drafts and the draft model (n-gram only without a
-    draft model), "draft_model" and "ngram" use one of them.
+    round among n-gram drafts, the draft model and the MTP drafter (those
+    loaded), "draft_model", "ngram" and "mtp" use one of them.
     ``draft_head_rows`` limits the draft model's output head to the first
     that many token ids (None: the whole vocabulary).
     """
@@ -83,6 +84,7 @@ class Engine:
         draft: LanguageModel | None = None,
         drafter: str = "auto",
         draft_head_rows: int | None = None,
+        mtp: MTPWeights | None = None,
     ) -> None:
         if drafter not in DRAFTERS:
             raise GenerationError(
@@ -90,12 +92,17 @@ class Engine:
             )
         if drafter == "draft_model" and draft is None:
             raise GenerationError("drafter 'draft_model' needs a draft model; pass --draft NAME")
+        if drafter == "mtp" and mtp is None:
+            raise GenerationError(
+                "drafter 'mtp' needs an MTP drafter; pass --draft qwen2.5-coder:1.5b-mtp"
+            )
         if draft is not None:
             check_draft_compatible(target, draft)
         self.target = target
         self.draft = draft
         self.drafter = drafter
         self.draft_head_rows = draft_head_rows
+        self.mtp = mtp
 
     def _make_drafter(self, fixed: int | None) -> tuple[Drafter, DraftLengthTuner | AdaptiveTuner]:
         max_draft = max(MAX_DRAFT, fixed or 0)
@@ -106,8 +113,10 @@ class Engine:
             options.append(
                 DraftModelDrafter(self.draft.model, max_draft, head_rows=self.draft_head_rows)
             )
+        if self.drafter in ("auto", "mtp") and self.mtp is not None:
+            options.append(MTPDrafter(self.target.model, self.mtp, max_draft))
         if fixed is not None or len(options) == 1:
-            # A fixed length uses one drafter: the draft model when there is one.
+            # A fixed length uses one drafter: the last one added.
             chosen = options[-1]
             return chosen, DraftLengthTuner(max_draft=max_draft, fixed=fixed)
         adaptive = AdaptiveDrafter(options, max_draft)
