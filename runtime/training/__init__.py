@@ -1,0 +1,1 @@
+"""Training the MTP drafter on features of its target model."""

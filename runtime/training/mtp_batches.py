@@ -1,0 +1,85 @@
+"""Feature shards as training windows: inputs, labels and masks for `mtp_step`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from draftwise.runtime.models.layers import embed
+
+
+@dataclass
+class Window:
+    """One window's features as float32 arrays, and its labels per candidate index.
+
+    ``labels[i]`` is the candidate index of the target's choice after
+    position ``i``, or -1 when that token is not a candidate.
+    """
+
+    name: str
+    category: str
+    token_ids: np.ndarray  # [length]
+    target_ids: np.ndarray  # [length]
+    embeddings: mx.array  # [length, backbone]
+    hidden: mx.array  # [length, backbone]
+    keys: mx.array  # [kv_heads, length, head_dim]
+    values: mx.array
+    labels: mx.array  # [length] int32
+
+    @property
+    def length(self) -> int:
+        return int(self.token_ids.shape[0])
+
+
+def read_index(features_dir: Path) -> list[dict[str, Any]]:
+    path = features_dir / "index.jsonl"
+    if not path.exists():
+        raise ValueError(f"no features in {features_dir}: index.jsonl is missing; run the extraction first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def target_choices(features_dir: Path, split: str = "train") -> list[np.ndarray]:
+    """The target's greedy choices of every shard of ``split``."""
+    return [
+        np.load(features_dir / entry["shard"])["target_ids"]
+        for entry in read_index(features_dir)
+        if entry["split"] == split
+    ]
+
+
+def load_windows(
+    features_dir: Path, split: str, embedding_table: Any, candidate_ids: np.ndarray, vocab_size: int
+) -> list[Window]:
+    """Load every shard of ``split`` (``"train"`` or ``"eval"``)."""
+    lookup = np.full(vocab_size, -1, dtype=np.int32)
+    lookup[candidate_ids] = np.arange(len(candidate_ids), dtype=np.int32)
+    windows = []
+    for entry in read_index(features_dir):
+        if entry["split"] != split:
+            continue
+        data = np.load(features_dir / entry["shard"])
+        token_ids = data["token_ids"]
+        window = Window(
+            name=entry["name"],
+            category=entry["category"],
+            token_ids=token_ids,
+            target_ids=data["target_ids"],
+            embeddings=embed(mx.array(token_ids.astype(np.uint32)), embedding_table),
+            hidden=mx.array(data["hidden"]).astype(mx.float32),
+            keys=mx.array(data["keys"]).astype(mx.float32),
+            values=mx.array(data["values"]).astype(mx.float32),
+            labels=mx.array(lookup[data["target_ids"]]),
+        )
+        mx.eval(window.embeddings, window.hidden, window.keys, window.values, window.labels)
+        windows.append(window)
+    return windows
+
+
+def origin_mask(num_origins: int, length: int) -> mx.array:
+    """``[origins, length]``: origin ``t`` sees target keys at positions ``0 .. t``."""
+    return mx.arange(length)[None, :] <= mx.arange(num_origins)[:, None]

@@ -1,0 +1,120 @@
+"""The MTP drafter through the engine, its weight file and its training loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from fakes import tiny_model
+from test_engine import language_model, run
+from test_mtp import random_mtp
+
+from draftwise.runtime.drafters.mtp import output_head
+from draftwise.runtime.drafters.mtp_catalogue import SHIPPED, is_mtp_drafter, load_mtp_drafter
+from draftwise.runtime.drafters.mtp_config import config_for_target
+from draftwise.runtime.drafters.mtp_io import load_mtp, save_mtp
+from draftwise.runtime.engine import Engine
+from draftwise.runtime.errors import GenerationError
+from draftwise.runtime.training.mtp_batches import load_windows
+from draftwise.runtime.training.mtp_data import Document
+from draftwise.runtime.training.mtp_eval import evaluate
+from draftwise.runtime.training.mtp_features import extract_features
+from draftwise.runtime.training.mtp_init import parameters_from_target
+from draftwise.runtime.training.mtp_pipeline import dense_rows
+from draftwise.runtime.training.mtp_train import Trainer, TrainSettings
+
+
+@pytest.mark.parametrize("drafter", ["auto", "mtp"])
+@pytest.mark.parametrize("speculation", ["auto", 3])
+def test_engine_mtp_matches_plain(drafter, speculation):
+    target = language_model(1)
+    engine = Engine(target, drafter=drafter, mtp=random_mtp(target.model))
+    plain = run(engine, "def add(a, b):", "off")
+    record = run(engine, "def add(a, b):", speculation)
+    assert record.token_ids == plain.token_ids
+    if drafter == "mtp":
+        assert record.speculation is not None and record.speculation.num_drafted > 0
+
+
+def test_engine_mtp_needs_weights():
+    with pytest.raises(GenerationError, match="needs an MTP drafter"):
+        Engine(language_model(1), drafter="mtp")
+
+
+@pytest.mark.parametrize("bits", [8, None])
+def test_mtp_file_round_trip(tmp_path, bits):
+    model = tiny_model(seed=1)
+    weights = random_mtp(model, candidates=50, seed=9)
+    path = tmp_path / "drafter.safetensors"
+    save_mtp(weights, path, bits=bits)
+    loaded = load_mtp(path)
+    assert loaded.config == weights.config
+    assert np.array_equal(np.array(loaded.candidate_ids), np.array(weights.candidate_ids))
+    tolerance = 0.05 if bits else 2e-3
+    for name, value in weights.params.items():
+        np.testing.assert_allclose(np.array(loaded.params[name]), np.array(value), atol=tolerance)
+    assert is_mtp_drafter(path)
+    assert load_mtp_drafter(path).config == weights.config
+
+
+def test_mtp_file_rejects_other_safetensors(tmp_path):
+    path = tmp_path / "other.safetensors"
+    mx.save_safetensors(str(path), {"x": mx.zeros((2,))})
+    assert not is_mtp_drafter(path)
+    with pytest.raises(ValueError, match="not an MTP drafter file"):
+        load_mtp(path)
+
+
+def test_shipped_drafter_matches_its_digest():
+    for shipped in SHIPPED.values():
+        if not shipped.path.is_file():
+            pytest.skip(f"{shipped.path} is not built yet")
+        weights = load_mtp_drafter(shipped.name)
+        assert weights.config.target_name == shipped.target
+
+
+def _features(tmp_path: Path, model) -> Path:
+    rng = np.random.default_rng(0)
+    documents = [
+        Document(f"doc{i}", "eval" if i % 4 == 0 else "train", "x",
+                 [int(v) for v in rng.integers(0, 90, 48)])
+        for i in range(8)
+    ]
+    features = tmp_path / "features"
+    stored = extract_features(model, documents, features, 1, 10_000, log=lambda _: None)
+    assert stored == 8 * 48
+    index = [json.loads(line) for line in (features / "index.jsonl").read_text().splitlines()]
+    assert len(index) == 8
+    # A second run finds every window stored and extracts nothing.
+    again = extract_features(model, documents, features, 1, 10_000, log=pytest.fail)
+    assert again == stored
+    return features
+
+
+def test_mtp_training_lowers_loss_and_resumes(tmp_path):
+    model = tiny_model(seed=1)
+    features = _features(tmp_path, model)
+    candidates = np.arange(80, dtype=np.int32)
+    config = config_for_target(model.config, intermediate_size=32, candidate_vocab_size=80)
+    table = model.weights["token_embd.weight"]
+    windows = load_windows(features, "train", table, candidates, 96)
+    head = dense_rows(output_head(model), candidates)
+    settings = TrainSettings(epochs=8, learning_rate=3e-3, warmup_steps=4, checkpoint_every=8)
+    trainer = Trainer(config, parameters_from_target(config, model, 0), head, windows, settings,
+                      tmp_path / "run", log=lambda _: None)
+    before = evaluate(config, trainer.params, head, windows, 3, candidates)
+    trainer.run()
+    after = evaluate(config, trainer.params, head, windows, 3, candidates)
+    losses = [entry["loss"] for entry in trainer.history]
+    assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
+    assert after["step_accuracy"][0] > before["step_accuracy"][0]
+
+    resumed = Trainer(config, parameters_from_target(config, model, 1), head, windows, settings,
+                      tmp_path / "run", log=lambda _: None)
+    assert resumed.resume()
+    assert resumed.step == trainer.step
+    for name, value in trainer.params.items():
+        assert mx.array_equal(resumed.params[name], value).item(), name
