@@ -20,7 +20,7 @@ DEFAULT_PROMPT = "Write a Python function that checks whether a string is a pali
 def _add_model_options(parser: argparse.ArgumentParser, *, draft_default: str | None) -> None:
     parser.add_argument(
         "--model",
-        default=DEFAULT_TARGET,
+        default=None,
         metavar="NAME",
         help="target model: catalogue name, GGUF file or safetensors folder "
         f"(default {DEFAULT_TARGET})",
@@ -142,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message")
     generate.set_defaults(func=_run_generate)
+    from draftwise.actors.cli_serve import (
+        EMBEDDED_SOCKET_HELP,
+        add_serve_commands,
+        add_socket_option,
+    )
+
+    add_socket_option(
+        generate, EMBEDDED_SOCKET_HELP + " (with --socket, the model loading options are ignored)"
+    )
 
     compare = subparsers.add_parser(
         "compare", help="run plain and speculative decoding on one prompt and compare them"
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=_run_compare)
 
     add_store_commands(subparsers)
+    add_serve_commands(subparsers)
     from draftwise.actors.bench_cli import add_bench_command
 
     add_bench_command(subparsers)
@@ -242,7 +252,8 @@ def _load_engine(args: argparse.Namespace) -> Any:
     from draftwise.runtime.engine import Engine
     from draftwise.runtime.language_model import load_language_model
 
-    target = load_language_model(args.model, store_dir=args.store, policy=args.policy)
+    model = args.model or DEFAULT_TARGET
+    target = load_language_model(model, store_dir=args.store, policy=args.policy)
     draft = None
     if args.draft:
         draft = load_language_model(args.draft, store_dir=args.store, policy=args.policy)
@@ -252,6 +263,10 @@ def _load_engine(args: argparse.Namespace) -> Any:
 def _run_generate(args: argparse.Namespace) -> int:
     from draftwise.runtime.engine import GenerationRecord, parse_speculation
 
+    if args.socket:
+        from draftwise.actors.cli_serve import run_generate_over_socket
+
+        return run_generate_over_socket(args)
     params = _params(args)
     speculation = parse_speculation(args.speculation)
     if args.raw:

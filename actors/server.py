@@ -31,7 +31,7 @@ from draftwise.actors.server_socket import (
 )
 from draftwise.protocol import DEFAULT_MAX_FRAME_BYTES, ErrorCode, ErrorReply, encode_frame
 
-log = structlog.get_logger("draftwise.actors").bind(actor="server")
+log = structlog.get_logger("draftwise.actors", actor="server")
 
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 DEFAULT_SEND_BUFFER_BYTES = 4 * 1024 * 1024

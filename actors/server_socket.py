@@ -17,7 +17,7 @@ import trio
 
 from draftwise.runtime.errors import DraftwiseError
 
-log = structlog.get_logger("draftwise.actors").bind(actor="server")
+log = structlog.get_logger("draftwise.actors", actor="server")
 
 MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
 """Longest AF_UNIX path the kernel accepts: sun_path holds 108 bytes on Linux,
