@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import mlx.core as mx
 import outcome
 import structlog
 import trio
@@ -84,3 +85,22 @@ class DeviceThread:
                 token.run_sync_soon(finish, result)
             except trio.RunFinishedError:
                 log.warning("device_result_dropped", actor="device", reason="trio run finished")
+
+
+def settle_weights(models: Any) -> None:
+    """Evaluate the weights of ``models`` (LanguageModels) on the calling thread.
+
+    MLX ties a lazy array to a stream of the thread that created it, and
+    another thread cannot evaluate it. Models loaded outside the device
+    thread must therefore be settled on their own thread before the device
+    thread uses them.
+    """
+    for lm in models:
+        try:
+            mx.eval(*lm.model.parameters())
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"model '{lm.name}' holds lazy arrays made on another thread ({error}); "
+                "call mx.eval(*model.parameters()) on the thread that loaded it, or let the "
+                "runtime load it by name"
+            ) from error

@@ -23,7 +23,7 @@ import structlog
 import trio
 
 from draftwise.actors.cache_actor import CacheActor, ask
-from draftwise.actors.device import DeviceThread
+from draftwise.actors.device import DeviceThread, settle_weights
 from draftwise.actors.messages import SessionCloseRequested
 from draftwise.actors.requests import RequestPlanner
 from draftwise.actors.runtime_errors import RuntimeRequestError
@@ -106,6 +106,7 @@ class Runtime:
         cls, config: RuntimeConfig, models: dict[str, LanguageModel]
     ) -> AsyncIterator[Runtime]:
         config.validate()
+        settle_weights(models.values())
         with DeviceThread() as device:
             target = await _load(device, config, config.model, models)
             draft = (

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from draftwise.actors.device import settle_weights
 from draftwise.actors.runtime import Runtime, RuntimeConfig
 from draftwise.protocol import Chunk, Done, GenerateRequest, ModelInfo
 
@@ -32,6 +33,7 @@ class SyncRuntime:
     @contextmanager
     def open(cls, config: RuntimeConfig, **kw: Any) -> Iterator[SyncRuntime]:
         """Start trio and the runtime in a thread; ``kw`` goes to `Runtime.open`."""
+        settle_weights(kw.get("models", {}).values())
         started = threading.Event()
         box: dict[str, Any] = {}
         thread = threading.Thread(
