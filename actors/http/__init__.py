@@ -18,7 +18,14 @@ import trio
 from draftwise.actors.http.app import build_app
 from draftwise.runtime.errors import DraftwiseError
 
-__all__ = ["DEFAULT_PORT", "GatewayConfigError", "build_app", "is_loopback_host", "serve_http"]
+__all__ = [
+    "DEFAULT_PORT",
+    "GatewayConfigError",
+    "build_app",
+    "check_bind",
+    "is_loopback_host",
+    "serve_http",
+]
 
 DEFAULT_PORT = 11435
 
@@ -89,7 +96,7 @@ async def serve_http(
 
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(functools.partial(serve, app, config))
+            binds = await nursery.start(functools.partial(serve, app, config))  # type: ignore[arg-type]
             log.info(
                 "http_gateway_started", actor="http", urls=binds, api_key_required=bool(api_key)
             )

@@ -19,8 +19,9 @@ from draftwise.actors.http.anthropic_schema import (
 from draftwise.actors.http.generation import Generation, GenerationSpec
 from draftwise.actors.http.tool_calls import TextPiece, ToolCall
 
-DEFAULT_TEMPERATURE = 1.0
-"""Anthropic's documented default when a request sets no temperature."""
+DEFAULT_TEMPERATURE = 0.0
+"""Greedy decoding when a request sets no temperature, as `draftwise generate` does.
+Current Anthropic clients no longer send a temperature at all."""
 
 TOOL_ID_PREFIX = "toolu_"
 
@@ -196,7 +197,7 @@ class StreamEvents:
         self.num_tool_calls = 0
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
-        message = {
+        message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
             "role": "assistant",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from draftwise.actors.http.anthropic_api import (
     TOOL_ID_PREFIX,
@@ -24,6 +24,7 @@ from draftwise.actors.http.generation import (
     resolve_model,
 )
 from draftwise.actors.http.handlers import (
+    AnyResponse,
     Gateway,
     api_route,
     client_closed,
@@ -31,13 +32,13 @@ from draftwise.actors.http.handlers import (
     render_prompt,
 )
 from draftwise.actors.http.sse import EventStreamResponse, sse_frame
-from draftwise.actors.http.tool_calls import TextPiece, ToolCallParser, split_tool_calls
+from draftwise.actors.http.tool_calls import TextPiece, ToolCall, ToolCallParser, split_tool_calls
 
 MESSAGES_ENDPOINT = "/v1/messages"
 
 
 @api_route("anthropic", MESSAGES_ENDPOINT)
-async def messages(request: Request, gateway: Gateway) -> Response:
+async def messages(request: Request, gateway: Gateway) -> AnyResponse:
     body = decode_body(await request.body(), MessagesRequest)
     reject_unsupported_messages(body)
     model = resolve_model(gateway.runtime, body.model)
@@ -55,7 +56,7 @@ async def messages(request: Request, gateway: Gateway) -> Response:
     text = await collect_text(request, generation, gateway.metrics, MESSAGES_ENDPOINT)
     if text is None:
         return client_closed()
-    calls = []
+    calls: list[ToolCall] = []
     if tools is not None:
         text, calls = split_tool_calls(text, TOOL_ID_PREFIX)
     return JSONResponse(message_body(message_id, generation, text, calls, stop_sequences))
@@ -67,7 +68,7 @@ async def _message_frames(
     events: StreamEvents,
     parse_tools: bool,
     stop_sequences: list[str],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Stream the message; an error after message_start becomes an ``error`` event."""
     for name, data in events.start():
         yield sse_frame(data, name)

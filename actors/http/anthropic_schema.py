@@ -3,8 +3,8 @@
 Content blocks are a tagged union on ``type``: text, tool_use and tool_result
 are served; image and document blocks decode so that the error can name them,
 and any other type fails decoding with its path. ``cache_control`` marks are
-accepted and change nothing, because the gateway reuses cached prefixes on its
-own. Unknown fields are rejected.
+accepted and change nothing, at block and request level, because the gateway
+reuses cached prefixes on its own. Unknown fields are rejected.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaul
     """Base of the request structs: keyword fields, unknown fields rejected."""
 
 
-class Block(
-    msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=True, forbid_unknown_fields=True
-):
-    """Base of the content blocks; the ``type`` field selects the subclass."""
+class Block(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=True):
+    """Base of the content blocks; the ``type`` field selects the subclass.
+
+    Unknown fields inside a block are ignored, unlike elsewhere: clients send
+    back the blocks of earlier replies as they received them, and the
+    response-only fields those carry (such as ``caller``) change no prompt.
+    """
 
 
 class TextBlock(Block, tag="text"):
@@ -97,6 +100,7 @@ class MessagesRequest(Body):
     tools: list[ToolIn] | None = None
     tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None
+    cache_control: dict[str, Any] | None = None
     thinking: ThinkingConfig | None = None
     service_tier: str | None = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +137,9 @@ class Generation:
         assert self.request.model is not None
         return self.request.model
 
-    async def text_deltas(self, metrics: GatewayMetrics, endpoint: str) -> AsyncIterator[str]:
+    async def text_deltas(
+        self, metrics: GatewayMetrics, endpoint: str
+    ) -> AsyncGenerator[str, None]:
         started = time.perf_counter()
         outcome = "cancelled"
         try:

@@ -31,7 +31,8 @@ class Gateway:
     metrics: GatewayMetrics
 
 
-Handler = Callable[[Request, Gateway], Awaitable[Response]]
+AnyResponse = Response | EventStreamResponse
+Handler = Callable[[Request, Gateway], Awaitable[AnyResponse]]
 
 
 def api_route(flavor: ApiFlavor, endpoint: str) -> Callable[[Handler], Callable[..., Any]]:
@@ -41,10 +42,11 @@ def api_route(flavor: ApiFlavor, endpoint: str) -> Callable[[Handler], Callable[
     event itself; this wrapper only sees errors raised before a response exists.
     """
 
-    def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def decorate(handler: Handler) -> Callable[[Request], Awaitable[AnyResponse]]:
         @functools.wraps(handler)
-        async def route(request: Request) -> Response:
+        async def route(request: Request) -> AnyResponse:
             gateway: Gateway = request.app.state.gateway
+            response: AnyResponse
             try:
                 response = await handler(request, gateway)
             except ApiError as error:
@@ -59,7 +61,7 @@ def api_route(flavor: ApiFlavor, endpoint: str) -> Callable[[Handler], Callable[
                 )
             except DraftwiseError as error:
                 response = error_response(from_runtime_error(error), flavor)
-            status = response.status_code if not isinstance(response, EventStreamResponse) else 200
+            status = 200 if isinstance(response, EventStreamResponse) else response.status_code
             gateway.metrics.record_http(endpoint, status)
             return response
 

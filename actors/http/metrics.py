@@ -132,6 +132,17 @@ _RUNTIME_GAUGES = (
     ("cache_bytes", "draftwise_cache_bytes", "KV cache bytes held by all sessions"),
     ("cache_budget_bytes", "draftwise_cache_budget_bytes", "KV cache budget in bytes"),
     ("uptime_s", "draftwise_uptime_seconds", "seconds since the runtime started"),
+    ("acceptance_rate", "draftwise_acceptance_rate", "accepted / drafted tokens since start"),
+    (
+        "prefill_tokens_per_s",
+        "draftwise_prefill_tokens_per_second",
+        "mean prefill throughput over finished requests",
+    ),
+    (
+        "decode_tokens_per_s",
+        "draftwise_decode_tokens_per_second",
+        "mean decode throughput over finished requests",
+    ),
 )
 
 

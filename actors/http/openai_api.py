@@ -22,8 +22,9 @@ from draftwise.actors.http.openai_schema import (
 )
 from draftwise.actors.http.tool_calls import ToolCall
 
-DEFAULT_TEMPERATURE = 1.0
-"""OpenAI's documented default when a request sets no temperature."""
+DEFAULT_TEMPERATURE = 0.0
+"""Greedy decoding when a request sets no temperature, as `draftwise generate` does;
+OpenAI's own default is 1.0, but a local coding backend is expected to be repeatable."""
 
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 """OpenAI's documented default max_tokens of the legacy completions endpoint."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from draftwise.actors.http.errors import ApiError, decode_body, error_body
 from draftwise.actors.http.generation import (
@@ -16,6 +16,7 @@ from draftwise.actors.http.generation import (
     resolve_model,
 )
 from draftwise.actors.http.handlers import (
+    AnyResponse,
     Gateway,
     api_route,
     client_closed,
@@ -51,7 +52,7 @@ COMPLETIONS_ENDPOINT = "/v1/completions"
 
 
 @api_route("openai", CHAT_ENDPOINT)
-async def chat_completions(request: Request, gateway: Gateway) -> Response:
+async def chat_completions(request: Request, gateway: Gateway) -> AnyResponse:
     body = decode_body(await request.body(), ChatCompletionRequest)
     reject_unsupported_chat(body)
     model = resolve_model(gateway.runtime, body.model)
@@ -70,7 +71,7 @@ async def chat_completions(request: Request, gateway: Gateway) -> Response:
     text = await collect_text(request, generation, gateway.metrics, CHAT_ENDPOINT)
     if text is None:
         return client_closed()
-    calls = []
+    calls: list[ToolCall] = []
     if tools is not None:
         text, calls = split_tool_calls(text)
     return JSONResponse(chat_completion_body(header, generation, text, calls))
@@ -82,7 +83,7 @@ async def _chat_frames(
     header: ResponseHeader,
     parse_tools: bool,
     include_usage: bool,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Role first, then content or tool-call deltas, one finish_reason, usage last, [DONE]."""
     yield sse_frame(chat_chunk(header, {"role": "assistant", "content": ""}))
     parser = ToolCallParser() if parse_tools else None
@@ -118,7 +119,7 @@ def _delta_of(piece: TextPiece | ToolCall, call_index: int) -> dict[str, Any]:
 
 
 @api_route("openai", COMPLETIONS_ENDPOINT)
-async def completions(request: Request, gateway: Gateway) -> Response:
+async def completions(request: Request, gateway: Gateway) -> AnyResponse:
     body = decode_body(await request.body(), CompletionRequest)
     reject_unsupported_completion(body)
     model = resolve_model(gateway.runtime, body.model)
@@ -138,7 +139,7 @@ async def completions(request: Request, gateway: Gateway) -> Response:
 
 async def _completion_frames(
     gateway: Gateway, generation: Generation, header: ResponseHeader, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     try:
         async for delta in generation.text_deltas(gateway.metrics, COMPLETIONS_ENDPOINT):
             yield sse_frame(text_chunk(header, delta))
@@ -171,13 +172,13 @@ def _model_body(info: Any) -> dict[str, Any]:
 
 
 @api_route("openai", "/v1/models")
-async def list_models(request: Request, gateway: Gateway) -> Response:
+async def list_models(request: Request, gateway: Gateway) -> AnyResponse:
     targets = [info for info in gateway.runtime.models() if info.role == "target"]
     return JSONResponse({"object": "list", "data": [_model_body(info) for info in targets]})
 
 
 @api_route("openai", "/v1/models/{model}")
-async def get_model(request: Request, gateway: Gateway) -> Response:
+async def get_model(request: Request, gateway: Gateway) -> AnyResponse:
     name = request.path_params["model"]
     for info in gateway.runtime.models():
         if info.name == name and info.role == "target":

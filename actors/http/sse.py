@@ -9,7 +9,7 @@ for a non-streaming request whose reply is sent at the end.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -71,7 +71,9 @@ class EventStreamResponse:
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], *, headers: dict[str, str] | None = None):
+    def __init__(
+        self, frames: AsyncGenerator[bytes, None], *, headers: dict[str, str] | None = None
+    ):
         self.frames = frames
         self.headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})}
         self.disconnected = False

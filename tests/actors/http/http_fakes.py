@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -208,3 +211,27 @@ class StreamReader(threading.Thread):
             self.error = error
         finally:
             self.first_event.set()
+
+
+def post(url: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple:
+    """POST raw bytes or JSON; return (status, parsed JSON body)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST",
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+    return _open(request)
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple:
+    return _open(urllib.request.Request(url, headers=headers or {}))
+
+
+def _open(request: urllib.request.Request) -> tuple:
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
