@@ -4,7 +4,7 @@ A session outlives its requests: after one finishes, its caches hold the
 prompt and output, and the next request on it prefills only the tokens
 past the longest common prefix. The actor leases a session to one
 request at a time. When the caches of all sessions exceed the budget, it
-evicts the caches of the least recently used idle sessions; an evicted
+evicts the caches of the least recently used idle sessions. An evicted
 session keeps its id, and its next request prefills from scratch.
 Sessions in use are never evicted.
 """
@@ -74,7 +74,7 @@ class SessionState:
 
 
 class CacheActor:
-    """Own the sessions; `run` answers lease, release, growth and close messages."""
+    """Own the sessions: `run` handles lease, release, growth and close messages."""
 
     def __init__(self, budget_bytes: int, max_sessions: int, inbox_size: int) -> None:
         self.budget_bytes = budget_bytes

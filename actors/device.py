@@ -100,7 +100,8 @@ def settle_weights(models: Any) -> None:
             mx.eval(*lm.model.parameters())
         except RuntimeError as error:
             raise RuntimeError(
-                f"model '{lm.name}' holds lazy arrays made on another thread ({error}); "
+                f"model '{lm.name}' has lazy arrays from another thread, which this thread cannot "
+                f"evaluate ({error}); "
                 "call mx.eval(*model.parameters()) on the thread that loaded it, or let the "
                 "runtime load it by name"
             ) from error

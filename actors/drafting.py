@@ -38,7 +38,7 @@ def make_drafter(
 
 
 def drafter_uses_model(drafter: Drafter) -> bool:
-    """Whether ``drafter`` runs the draft model, so its cache needs the prompt."""
+    """Return whether ``drafter`` runs the draft model, whose cache then needs the prompt."""
     if isinstance(drafter, DraftModelDrafter):
         return True
     if isinstance(drafter, AdaptiveDrafter):
@@ -66,7 +66,7 @@ class RecordingTuner:
         self.inner.record(num_drafted, num_accepted, seconds)
 
     def drafter_name(self) -> str:
-        """The drafter of the last round, as `SpeculationStats` names it."""
+        """Return the name of the last round's drafter, as `SpeculationStats` names it."""
         drafter = self.drafter
         if drafter is None:
             return "none"

@@ -2,7 +2,7 @@
 
 These stay in-process: fields may hold callables, caches and trio
 channels, so they are never encoded. Requests are nouns or `...Requested`,
-events are past tense, answers end in `Reply`.
+events are past tense, and replies end in `Reply`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ REPLY_BUFFER = 64
 
 
 class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """What to load and how to share memory and the device between sessions."""
+    """Runtime settings: the models to load, the cache budget and the scheduling of sessions."""
 
     model: str
     """Target: catalogue name, GGUF path or folder."""
@@ -225,7 +225,7 @@ class Runtime:
         return int(freed)
 
     def session_info(self, session_id: str) -> dict[str, Any]:
-        """A session's cached_tokens, cache_bytes and whether a request holds it (busy)."""
+        """Return a session's cached_tokens, cache_bytes and whether a request uses it (busy)."""
         state = self._parts.cache.sessions.get(session_id)
         if state is None:
             raise RuntimeRequestError(
@@ -240,7 +240,7 @@ class Runtime:
         }
 
     def stats(self) -> dict[str, Any]:
-        """The `StatsReply` fields except request_id, plus draft_length, ttft_s and a few more."""
+        """Return the `StatsReply` fields except request_id, plus draft_length, ttft_s and more."""
         cache, scheduler = self._parts.cache, self._parts.scheduler
         out: dict[str, Any] = {
             "uptime_s": time.monotonic() - self._started,
@@ -256,11 +256,11 @@ class Runtime:
         return out
 
     def models(self) -> list[ModelInfo]:
-        """The target, then the draft model if one is loaded."""
+        """Return the target's `ModelInfo`, then the draft model's if one is loaded."""
         return self._planner.model_infos()
 
     def health(self) -> tuple[str, str | None]:
-        """("ok" | "degraded" | "draining", detail); answered without waiting for the device."""
+        """Return ("ok" | "degraded" | "draining", detail) without waiting for the device."""
         if self._draining:
             return "draining", "the runtime is closing; running requests finish, new ones fail"
         if not self._device.alive:

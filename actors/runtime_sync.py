@@ -117,7 +117,8 @@ class SyncRuntime:
         return list(self._call(self._runtime.models))
 
     def health(self) -> tuple[str, str | None]:
-        return tuple(self._call(self._runtime.health))  # type: ignore[return-value]
+        status, detail = self._call(self._runtime.health)
+        return str(status), detail
 
     def render_chat(self, messages: list[dict[str, Any]], **kw: Any) -> str:
         return str(self._call(self._runtime.render_chat, messages, **kw))

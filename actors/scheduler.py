@@ -1,10 +1,10 @@
 """The scheduler: which session's step runs next on the device thread.
 
 A step is one prefill slice or one decode round. Every session has at
-most one step waiting (it submits the next after the previous one's
-reply), and waiting steps run first come, first served, so with N
-sessions busy each one waits for at most N - 1 other steps between two
-of its own: round-robin. A long prompt is prefilled in slices of
+most one step waiting, because it submits the next one only after the
+previous one's reply. Waiting steps run first come, first served. So with
+N sessions busy, each one waits for at most N - 1 other steps between two
+of its own (round-robin). A long prompt is prefilled in slices of
 `RuntimeConfig.prefill_chunk` tokens, one step each, so it delays other
 sessions by one slice per turn instead of the whole prefill.
 """
@@ -28,7 +28,7 @@ HISTORY_STEPS = 4096
 
 
 class Scheduler:
-    """Serialize device steps fairly across sessions; `run` until the inbox closes."""
+    """Serialize device steps fairly across sessions until the inbox closes."""
 
     def __init__(self, device: DeviceThread, inbox_size: int) -> None:
         self.device = device

@@ -1,10 +1,10 @@
 """A session's request: lease the caches, prefill what is new, run rounds, stream replies.
 
 One `SessionRequest` runs as its own trio task per generate request. It
-leases its session from the `CacheActor`, rolls the caches back to the
-longest common prefix of the new prompt and the tokens they hold, prefills
-the rest in slices, then steps the runtime's speculative (or plain)
-generator one round per scheduler turn. The generator applies stop
+leases its session from the `CacheActor` and rolls the caches back to the
+longest common prefix of the new prompt and the tokens they contain. Then
+it prefills the rest in slices and steps the runtime's speculative (or
+plain) generator one round per scheduler turn. The generator applies stop
 strings, max_tokens and UTF-8-safe detokenization, so output equals the
 synchronous engine's. Cancellation is checked between steps only, so the
 caches are always at a round boundary when the request ends.
@@ -31,8 +31,14 @@ from draftwise.actors.messages import (
 )
 from draftwise.actors.runtime_errors import RuntimeRequestError
 from draftwise.actors.scheduler import Scheduler, run_step
+from draftwise.actors.session_steps import (
+    SessionPrefiller,
+    round_work,
+    speculation_summary,
+    timed_work,
+)
 from draftwise.actors.tuner_actor import TunerActor
-from draftwise.protocol import Chunk, Done, ErrorCode, RoundStats, SpeculationSummary, Usage
+from draftwise.protocol import Chunk, Done, ErrorCode, RoundStats, Usage
 from draftwise.runtime.cache import ModelCache
 from draftwise.runtime.errors import RollbackError
 from draftwise.runtime.generate import GenerationChunk, GenerationParams, Timings, generate_plain
@@ -48,7 +54,7 @@ CACHE_ROLLBACK = 18
 
 @dataclass
 class RuntimeParts:
-    """What every session task needs: the models, the actors and the slice size."""
+    """The models, actors and prefill slice size that every session task uses."""
 
     target: LanguageModel
     draft: LanguageModel | None
@@ -162,20 +168,19 @@ class SessionRequest:
     async def _generate(self, state: SessionState) -> Done:
         plan = self.plan
         drafter, tuner = self._drafter_for(state)
-        logits = await self._prefill_target(state)
-        if drafter is not None and drafter_uses_model(drafter):
-            await self._prefill_draft(state)
-        if plan.cancelled:
-            return await self._finish(state, "cancelled", None)
         self.log.info(
             "request_started",
             prompt_tokens=len(plan.prompt_ids),
-            cached_tokens=self.cached_tokens,
             speculation=str(plan.speculation),
             drafter=plan.drafter,
         )
-        prefiller = _SessionPrefiller(self.parts.target, state, logits)
+        logits = await self._prefill_target(state)
+        if drafter is not None and drafter_uses_model(drafter):
+            await self._prefill_draft(state)
         stats = SpeculationStats() if tuner is not None else None
+        if plan.cancelled:
+            return await self._finish(state, "cancelled", stats)
+        prefiller = SessionPrefiller(self.parts.target, state, logits)
         chunks = self._chunks(drafter, tuner, stats, prefiller)
         finish_reason = await self._run_rounds(state, chunks, tuner, stats)
         if stats is not None and stats.reason_off and stats.reason_off.startswith("draft_rollback"):
@@ -260,7 +265,7 @@ class SessionRequest:
             if self.plan.cancelled:
                 return None
             piece = list(token_ids[start : start + size])
-            work = _timed(prefill_tokens, model, cache, piece)
+            work = timed_work(prefill_tokens, model, cache, piece)
             logits, seconds = await self._step(state, "prefill", work)
             self.prefill_s += seconds
             self.prefill_tokens += len(piece)
@@ -272,11 +277,10 @@ class SessionRequest:
         pending_text: list[str] = []
         while True:
             if self.plan.cancelled:
-                chunks.close()
-                return "cancelled"
+                return "cancelled"  # the suspended generator owns no resources to close
             before = stats.num_accepted if stats is not None else 0
             rounds_before = stats.rounds if stats is not None else 0
-            result = await self._step(state, "decode", _round_work(chunks, tuner))
+            result = await self._step(state, "decode", round_work(chunks, tuner))
             if result is None:
                 raise AssertionError("the generator ended without a finish reason")
             chunk, draft_length, drafter_name, seconds = result
@@ -295,7 +299,7 @@ class SessionRequest:
                 self.ttft_s = time.perf_counter() - self.plan.started
             await self._emit(chunk, round_stats, pending_text)
             if chunk.finish_reason is not None:
-                return chunk.finish_reason
+                return str(chunk.finish_reason)
 
     async def _record_round(self, state: SessionState, stats: RoundStats, seconds: float) -> None:
         self.log.debug(
@@ -317,7 +321,9 @@ class SessionRequest:
             )
         )
 
-    async def _emit(self, chunk: GenerationChunk, stats: RoundStats | None, pending: list) -> None:
+    async def _emit(
+        self, chunk: GenerationChunk, stats: RoundStats | None, pending: list[str]
+    ) -> None:
         if self.plan.stream:
             await self.replies.send(
                 Chunk(
@@ -340,7 +346,7 @@ class SessionRequest:
 
     async def _finish(self, state: SessionState, finish_reason: str, stats: Any) -> Done:
         plan = self.plan
-        summary = _summary(stats)
+        summary = speculation_summary(stats)
         done = Done(
             request_id=plan.request_id,
             session_id=state.session_id,
@@ -383,62 +389,3 @@ class SessionRequest:
             )
         )
         return done
-
-
-class _SessionPrefiller:
-    """A `Prefiller` that hands out the session's already prefilled caches."""
-
-    def __init__(self, target: LanguageModel, state: SessionState, logits: Any) -> None:
-        self.target_model = target.model
-        self.state = state
-        self.logits = logits
-
-    def __call__(self, model: Any, prompt_ids: Sequence[int], max_rollback: int) -> Any:
-        if model is self.target_model:
-            cache = self.state.target_cache
-            assert cache is not None and cache.kv_offset == len(prompt_ids)
-            return cache, self.logits
-        cache = self.state.draft_cache
-        assert cache is not None and cache.kv_offset == len(prompt_ids)
-        return cache, None
-
-
-def _timed(fn: Any, *args: Any) -> Any:
-    def work() -> tuple[Any, float]:
-        started = time.perf_counter()
-        value = fn(*args)
-        return value, time.perf_counter() - started
-
-    return work
-
-
-def _round_work(chunks: Iterator[GenerationChunk], tuner: Any) -> Any:
-    def work() -> tuple[GenerationChunk, int, str, float] | None:
-        started = time.perf_counter()
-        if tuner is not None:
-            tuner.last_choice = 0
-        try:
-            chunk = next(chunks)
-        except StopIteration:
-            return None
-        drafter_name = tuner.drafter_name() if tuner is not None else "none"
-        draft_length = tuner.last_choice if tuner is not None else 0
-        return chunk, draft_length, drafter_name, time.perf_counter() - started
-
-    return work
-
-
-def _summary(stats: SpeculationStats | None) -> SpeculationSummary:
-    if stats is None:
-        return SpeculationSummary(
-            rounds=0, num_drafted=0, num_accepted=0, reason_off="speculation is off"
-        )
-    reason = stats.reason_off[:256] if stats.reason_off else None
-    return SpeculationSummary(
-        rounds=stats.rounds,
-        num_drafted=stats.num_drafted,
-        num_accepted=stats.num_accepted,
-        draft_length_histogram=dict(stats.draft_length_histogram),
-        acceptance_rate=stats.acceptance_rate,
-        reason_off=reason,
-    )

@@ -74,7 +74,7 @@ class TunerActor:
             self._decode_rates.append(decoded / message.decode_s)
 
     def summary(self) -> dict[str, Any]:
-        """The counters `Runtime.stats()` reports."""
+        """Return the counters that `Runtime.stats()` reports."""
         rate = self.num_accepted / self.num_drafted if self.num_drafted else 0.0
         return {
             "finished_requests": self.finished_requests,

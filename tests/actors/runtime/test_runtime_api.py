@@ -107,7 +107,7 @@ async def test_runtime_health_answered_during_long_prefill():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run, "long", long_prompt, 4)
             await trio.to_thread.run_sync(blocking.entered.wait)
-            # A prefill slice holds the device thread right now.
+            # A prefill slice is running on the device thread right now.
             assert rt.health() == ("ok", None)
             assert rt.stats()["active_requests"] == 1
             nursery.start_soon(run, "short", PROMPTS[1], 16)

@@ -165,5 +165,6 @@ async def test_session_unknown_and_busy_refused():
         session_id = next(iter(rt._parts.cache.sessions))
         with pytest.raises(RuntimeRequestError) as busy:
             await collect(rt, GenerateRequest(request_id="z", session_id=session_id, prompt="b"))
-        assert busy.value.code == "invalid_request" and session_id in busy.value.message
+        assert busy.value.code == "invalid_request"
+        assert session_id in busy.value.message
         await stream.aclose()
