@@ -169,3 +169,49 @@ def test_sync_runtime_generate_from_plain_code():
 
 def test_runtime_is_exported_from_actors():
     assert Runtime.open is not None
+
+
+async def test_runtime_seeded_sampling_matches_engine():
+    models = tiny_models()
+    target = models["tiny"]
+    sampling = SamplingParams(temperature=0.8, top_k=20, seed=7)
+    async with open_runtime(models, draft="tiny-draft") as rt:
+        chunks, _ = await collect(
+            rt,
+            GenerateRequest(
+                request_id="s", prompt=PROMPTS[5], max_tokens=16, sampling=sampling, speculation=3
+            ),
+        )
+    from draftwise.runtime.engine import Engine
+    from draftwise.runtime.generate import GenerationParams
+    from draftwise.runtime.sampling import SamplingParams as RuntimeSampling
+
+    params = GenerationParams(sampling=RuntimeSampling(0.8, 20, 1.0, 7), max_tokens=16)
+    engine = Engine(target, models["tiny-draft"])
+    prompt_ids = target.tokenizer.encode(PROMPTS[5])
+    expected = [t for c in engine.generate(prompt_ids, params, 3) for t in c.token_ids]
+    assert output_ids(chunks) == expected
+
+
+async def test_runtime_logs_one_line_per_request():
+    from structlog.testing import capture_logs
+
+    models = tiny_models()
+    async with open_runtime(models, draft="tiny-draft") as rt:
+        with capture_logs() as logs:
+            _, done = await collect(
+                rt, GenerateRequest(request_id="logged", prompt=PROMPTS[1], max_tokens=10)
+            )
+    started = [e for e in logs if e["event"] == "request_started"]
+    finished = [e for e in logs if e["event"] == "request_finished"]
+    assert len(started) == 1
+    assert len(finished) == 1
+    line = finished[0]
+    assert line["request_id"] == "logged"
+    assert line["session_id"] == done.session_id
+    assert line["generated_tokens"] == done.usage.completion_tokens
+    assert line["num_accepted"] == done.speculation.num_accepted
+    assert line["finish_reason"] == done.finish_reason
+    assert {"ttft_ms", "total_ms", "prompt_tokens", "num_drafted"} <= set(line)
+    rounds = [e for e in logs if e["event"] == "round_finished"]
+    assert rounds and all(e["log_level"] == "debug" for e in rounds)
