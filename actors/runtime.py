@@ -6,9 +6,17 @@
 
 `Runtime.open` starts a device thread for all MLX work, the `Scheduler`,
 `CacheActor` and `TunerActor` as trio tasks, and one `SessionRequest` task
-per generate request. `SyncRuntime` (in `runtime_sync`) is the blocking
-facade. Every refusal is a `RuntimeRequestError` whose code is a protocol
-`ErrorCode` value.
+per generate request. A session task leases its caches from the cache
+actor, sends each prefill slice and each round to the scheduler as one
+step, reports rounds and totals to the tuner actor, and releases the
+session before its last reply. `SyncRuntime` (in `runtime_sync`) is the
+blocking facade. Every refusal is a `RuntimeRequestError` whose code is a
+protocol `ErrorCode` value.
+
+Drafting and verification are not separate actors. A speculative round
+(`draftwise.runtime.round.run_round`) is one lazy MLX graph with a single
+evaluation, and a drafter and a verifier in separate steps would wait for
+the device twice per round. The session steps that whole round instead.
 """
 
 from __future__ import annotations

@@ -177,6 +177,8 @@ class SessionRequest:
         logits = await self._prefill_target(state)
         if drafter is not None and drafter_uses_model(drafter):
             await self._prefill_draft(state)
+        else:
+            self._trim_idle_draft_cache(state)
         stats = SpeculationStats() if tuner is not None else None
         if plan.cancelled:
             return await self._finish(state, "cancelled", stats)
@@ -255,6 +257,21 @@ class SessionRequest:
         if state.draft_cache is None:
             state.draft_cache = model.make_cache(max_rollback=CACHE_ROLLBACK)
         await self._prefill_slices(state, model, state.draft_cache, prompt[reuse:])
+
+    def _trim_idle_draft_cache(self, state: SessionState) -> None:
+        """Cut a draft cache this request does not use to the prefix it shares with the prompt.
+
+        The session's token_ids change to this request's tokens on release,
+        so positions past the shared prefix would no longer match them.
+        """
+        if state.draft_cache is None:
+            return
+        held = state.token_ids[: state.draft_cache.kv_offset]
+        try:
+            state.draft_cache.rollback(common_prefix_length(self.plan.prompt_ids, held))
+        except RollbackError:
+            state.draft_cache = None
+            state.drafters.clear()
 
     async def _prefill_slices(
         self, state: SessionState, model: Any, cache: ModelCache, token_ids: Sequence[int]

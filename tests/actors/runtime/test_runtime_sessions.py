@@ -168,3 +168,29 @@ async def test_session_unknown_and_busy_refused():
         assert busy.value.code == "invalid_request"
         assert session_id in busy.value.message
         await stream.aclose()
+
+
+async def test_session_idle_draft_cache_follows_new_prompt():
+    models = tiny_models()  # the draft has the target's weights, so it proposes exactly
+    first, other = PROMPTS[2], PROMPTS[2][:5] + " something else entirely"
+    async with open_runtime(models, draft="tiny-draft", drafter="draft_model") as rt:
+        _, done = await collect(
+            rt, GenerateRequest(request_id="a", prompt=first, max_tokens=12, speculation=3)
+        )
+        session = done.session_id
+        await collect(
+            rt,
+            GenerateRequest(
+                request_id="b", session_id=session, prompt=other, max_tokens=6, speculation="off"
+            ),
+        )
+        extended = other + " and more"
+        chunks, last = await collect(
+            rt,
+            GenerateRequest(
+                request_id="c", session_id=session, prompt=extended, max_tokens=12, speculation=3
+            ),
+        )
+    assert output_ids(chunks) == solo_ids(models["tiny"], extended, 12)
+    assert last.speculation.num_drafted > 0
+    assert last.speculation.num_accepted == last.speculation.num_drafted
