@@ -299,10 +299,15 @@ async def _load(
 ) -> LanguageModel:
     if name in models:
         return models[name]
+
+    def load() -> LanguageModel:
+        lm = load_language_model(name, store_dir=config.store_dir, policy=config.policy)
+        # Read the weights now, so the first request does not pay for it.
+        settle_weights([lm])
+        return lm
+
     try:
-        return await device.call(
-            lambda: load_language_model(name, store_dir=config.store_dir, policy=config.policy)
-        )
+        return await device.call(load)
     except DraftwiseError:
         raise
     except Exception as error:  # a loader bug: name the model it failed on
