@@ -146,6 +146,10 @@ class CacheActor:
         message.reply.send_nowait(SessionLeaseReply(error_code=code, error_message=text))
 
     def _best_idle_match(self, prompt_ids: tuple[int, ...]) -> SessionState | None:
+        # NOTE: a prompt that shares only a prefix (say a common system prompt)
+        # with the best session still takes that session over, and the session's
+        # tokens past the shared prefix are lost to its own conversation. Forking
+        # a snapshot of the cache on the device thread would keep both.
         best, best_length = None, 0
         for state in self.sessions.values():
             if state.request_id is not None:
