@@ -32,7 +32,13 @@ from draftwise.actors.http.handlers import (
     render_prompt,
 )
 from draftwise.actors.http.sse import EventStreamResponse, sse_frame
-from draftwise.actors.http.tool_calls import TextPiece, ToolCall, ToolCallParser, split_tool_calls
+from draftwise.actors.http.tool_calls import (
+    TextPiece,
+    ToolCall,
+    ToolCallParser,
+    split_tool_calls,
+    tool_names,
+)
 
 MESSAGES_ENDPOINT = "/v1/messages"
 
@@ -50,7 +56,7 @@ async def messages(request: Request, gateway: Gateway) -> AnyResponse:
 
     if body.stream:
         events = StreamEvents(message_id, generation)
-        frames = _message_frames(gateway, generation, events, tools is not None, stop_sequences)
+        frames = _message_frames(gateway, generation, events, tool_names(tools), stop_sequences)
         return EventStreamResponse(frames)
 
     text = await collect_text(request, generation, gateway.metrics, MESSAGES_ENDPOINT)
@@ -58,7 +64,7 @@ async def messages(request: Request, gateway: Gateway) -> AnyResponse:
         return client_closed()
     calls: list[ToolCall] = []
     if tools is not None:
-        text, calls = split_tool_calls(text, TOOL_ID_PREFIX)
+        text, calls = split_tool_calls(text, TOOL_ID_PREFIX, tool_names(tools))
     return JSONResponse(message_body(message_id, generation, text, calls, stop_sequences))
 
 
@@ -66,13 +72,13 @@ async def _message_frames(
     gateway: Gateway,
     generation: Generation,
     events: StreamEvents,
-    parse_tools: bool,
+    names: frozenset[str] | None,
     stop_sequences: list[str],
 ) -> AsyncGenerator[bytes, None]:
     """Stream the message; an error after message_start becomes an ``error`` event."""
     for name, data in events.start():
         yield sse_frame(data, name)
-    parser = ToolCallParser(TOOL_ID_PREFIX) if parse_tools else None
+    parser = ToolCallParser(TOOL_ID_PREFIX, names) if names else None
     try:
         async for delta in generation.text_deltas(gateway.metrics, MESSAGES_ENDPOINT):
             for piece in parser.feed(delta) if parser else [TextPiece(delta)]:

@@ -45,7 +45,13 @@ from draftwise.actors.http.openai_schema import (
     reject_unsupported_completion,
 )
 from draftwise.actors.http.sse import EventStreamResponse, sse_frame
-from draftwise.actors.http.tool_calls import TextPiece, ToolCall, ToolCallParser, split_tool_calls
+from draftwise.actors.http.tool_calls import (
+    TextPiece,
+    ToolCall,
+    ToolCallParser,
+    split_tool_calls,
+    tool_names,
+)
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 COMPLETIONS_ENDPOINT = "/v1/completions"
@@ -65,7 +71,7 @@ async def chat_completions(request: Request, gateway: Gateway) -> AnyResponse:
     if body.stream:
         header.object_name = "chat.completion.chunk"
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        frames = _chat_frames(gateway, generation, header, tools is not None, include_usage)
+        frames = _chat_frames(gateway, generation, header, tool_names(tools), include_usage)
         return EventStreamResponse(frames)
 
     text = await collect_text(request, generation, gateway.metrics, CHAT_ENDPOINT)
@@ -73,7 +79,7 @@ async def chat_completions(request: Request, gateway: Gateway) -> AnyResponse:
         return client_closed()
     calls: list[ToolCall] = []
     if tools is not None:
-        text, calls = split_tool_calls(text)
+        text, calls = split_tool_calls(text, tool_names=tool_names(tools))
     return JSONResponse(chat_completion_body(header, generation, text, calls))
 
 
@@ -81,12 +87,12 @@ async def _chat_frames(
     gateway: Gateway,
     generation: Generation,
     header: ResponseHeader,
-    parse_tools: bool,
+    names: frozenset[str] | None,
     include_usage: bool,
 ) -> AsyncGenerator[bytes, None]:
     """Role first, then content or tool-call deltas, one finish_reason, usage last, [DONE]."""
     yield sse_frame(chat_chunk(header, {"role": "assistant", "content": ""}))
-    parser = ToolCallParser() if parse_tools else None
+    parser = ToolCallParser(tool_names=names) if names else None
     calls_sent = 0
     try:
         async for delta in generation.text_deltas(gateway.metrics, CHAT_ENDPOINT):

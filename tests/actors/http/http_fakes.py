@@ -121,12 +121,18 @@ class ScriptedModel(WrappedModel):
         super().__init__(inner)
         self.choose_script = choose_script
         self._history: dict[int, list[int]] = {}  # id(cache) -> token ids at positions 0..
+        self._newest: list[int] = []
 
     def __call__(self, token_ids: Any, cache: Any, **kw: Any) -> Any:
         start = cache.kv_offset
         history = self._history.setdefault(id(cache), [])
+        if len(history) < start:
+            # A cache that starts from another session's prefix (prefix reuse
+            # copies caches): that prefix is the newest history seen.
+            history[:] = self._newest[:start]
         del history[start:]
         history.extend(int(t) for t in token_ids.tolist())
+        self._newest = history
         output = self.inner(token_ids, cache, **kw)
         rows = len(history) - start
         positions = [len(history) - 1] if kw.get("last_row_only") else range(start, start + rows)

@@ -16,6 +16,13 @@ from http_fakes import MODEL, ScriptedModel, in_thread, running_gateway
 
 from draftwise.actors.http.tool_calls import TextPiece, ToolCall, ToolCallParser, split_tool_calls
 
+# Qwen2.5-Coder-1.5B's reply to "Show me the file src/main.py." with a read_file
+# tool declared: the call as a fenced JSON object, without the tags.
+QWEN_BARE_REPLY = (
+    '```json\n{\n  "name": "read_file",\n  "arguments": {\n    "path": "src/main.py"\n  }\n}\n```'
+)
+NAMES = frozenset({"read_file", "run_tests"})
+
 CALL_TEXT = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
 ANSWER = "It is sunny in Paris."
 WEATHER_TOOL = {
@@ -28,11 +35,14 @@ WEATHER_TOOL = {
 }
 
 
+BARE_CALL_TEXT = '```json {"name": "get_weather", "arguments": {"city": "Paris"}} ```'
+
+
 def choose_script(prompt: str) -> str:
     if "<tool_response>" in prompt:
         return ANSWER
     if "tools: get_weather" in prompt:
-        return CALL_TEXT
+        return BARE_CALL_TEXT if "bare" in prompt else CALL_TEXT
     return "no tools"
 
 
@@ -93,6 +103,67 @@ def test_tool_call_parser_text_like_tag_prefix():
 
     assert calls == []
     assert text == "if a <tool or b < c:"
+
+
+def test_bare_json_call_of_declared_tool():
+    for size in (1, 4, 9, len(QWEN_BARE_REPLY)):
+        parser = ToolCallParser(tool_names=NAMES)
+        pieces = []
+        for start in range(0, len(QWEN_BARE_REPLY), size):
+            pieces += parser.feed(QWEN_BARE_REPLY[start : start + size])
+        pieces += parser.finish()
+        assert len(pieces) == 1, size
+        assert isinstance(pieces[0], ToolCall), size
+        assert pieces[0].name == "read_file"
+        assert pieces[0].arguments_object == {"path": "src/main.py"}
+
+
+def test_bare_json_unfenced_call():
+    text, calls = split_tool_calls('{"name": "run_tests", "arguments": {}}', tool_names=NAMES)
+
+    assert text == ""
+    assert [call.name for call in calls] == ["run_tests"]
+
+
+def test_bare_json_without_declared_name_stays_text():
+    reply = '```json\n{"name": "delete_all", "arguments": {}}\n```'
+    assert split_tool_calls(reply, tool_names=NAMES) == (reply, [])
+    assert split_tool_calls(QWEN_BARE_REPLY) == (QWEN_BARE_REPLY, [])
+    with_text = QWEN_BARE_REPLY + "\nThat reads the file."
+    assert split_tool_calls(with_text, tool_names=NAMES) == (with_text, [])
+
+
+def test_bare_json_detection_releases_code_at_once():
+    parser = ToolCallParser(tool_names=NAMES)
+
+    assert parser.feed("```") == []
+    assert parser.feed("py") == [TextPiece("```py")]
+    assert parser.feed("thon") == [TextPiece("thon")]
+
+
+async def test_openai_bare_json_tool_call():
+    async with running_gateway(scripted()) as gateway:
+        api = openai.OpenAI(base_url=gateway.v1, api_key="unused", max_retries=0, timeout=60)
+        messages = [{"role": "user", "content": "bare weather in Paris?"}]
+        response = await in_thread(
+            api.chat.completions.create, model=MODEL, messages=messages, tools=[WEATHER_TOOL]
+        )
+        chunks = await in_thread(
+            lambda: list(
+                api.chat.completions.create(
+                    model=MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True
+                )
+            )
+        )
+
+    calls = response.choices[0].message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert response.choices[0].message.content is None
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert [d.tool_calls[0].function.name for d in deltas if d.tool_calls] == ["get_weather"]
+    assert "".join(d.content or "" for d in deltas) == ""
 
 
 async def test_openai_tool_call_round_trip():
