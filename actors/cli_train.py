@@ -11,9 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-from draftwise.runtime.training.mtp_data import DEFAULT_WORKLOAD
-
-
 
 def add_train_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``train-drafter`` on ``subparsers``; its ``func`` returns the exit code."""
@@ -26,24 +23,42 @@ def add_train_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     parser.add_argument("--target", default="qwen2.5-coder:1.5b", help="target model name or path")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--features", type=Path, metavar="DIR",
-                        help="feature folder (default OUT/features)")
-    parser.add_argument("--extract-tokens", type=int, default=20000, metavar="N",
-                        help="target tokens to extract features for; 0 trains on what is stored "
-                        "(default 20000)")
+    parser.add_argument(
+        "--features", type=Path, metavar="DIR", help="feature folder (default OUT/features)"
+    )
+    parser.add_argument(
+        "--extract-tokens",
+        type=int,
+        default=20000,
+        metavar="N",
+        help="target tokens to extract features for; 0 trains on what is stored (default 20000)",
+    )
     parser.add_argument("--window", type=int, default=256, help="tokens per window (default 256)")
-    parser.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD,
-                        help=f"workload prompts, JSON lines (default {DEFAULT_WORKLOAD})")
-    parser.add_argument("--candidates", type=int, default=8192,
-                        help="candidate vocabulary size (default 8192)")
-    parser.add_argument("--intermediate-size", type=int, default=2048,
-                        help="drafter MLP width (default 2048)")
+    parser.add_argument(
+        "--workload",
+        type=Path,
+        metavar="FILE",
+        help="JSONL prompts {id, category, messages}: three in four train, "
+        "every fourth is held out to measure acceptance (default: none)",
+    )
+    parser.add_argument(
+        "--candidates", type=int, default=4096, help="candidate vocabulary size (default 4096)"
+    )
+    parser.add_argument(
+        "--intermediate-size", type=int, default=1536, help="drafter MLP width (default 1536)"
+    )
     parser.add_argument("--layers", type=int, default=1, help="drafter decoder layers (default 1)")
-    parser.add_argument("--draft-steps", type=int, default=3,
-                        help="chained draft steps trained per origin (default 3)")
-    parser.add_argument("--epochs", type=int, default=4, help="passes over the windows (default 4)")
-    parser.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for data order and init (default 0)")
+    parser.add_argument(
+        "--draft-steps",
+        type=int,
+        default=2,
+        help="chained draft steps trained per origin (default 2)",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="passes over the windows (default 5)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for data order and init (default 0)"
+    )
     parser.set_defaults(func=run_train_drafter)
 
 
@@ -52,8 +67,11 @@ def run_train_drafter(args: argparse.Namespace) -> int:
     from draftwise.runtime.training.mtp_train import TrainSettings
 
     if args.window < 8 or args.draft_steps < 1 or args.draft_steps >= args.window:
-        print(f"draftwise: error: --window {args.window} and --draft-steps {args.draft_steps} "
-              "need 1 <= draft steps < window and window >= 8", file=sys.stderr)
+        print(
+            f"draftwise: error: --window {args.window} and --draft-steps {args.draft_steps} "
+            "need 1 <= draft steps < window and window >= 8",
+            file=sys.stderr,
+        )
         return 1
     settings = PipelineSettings(
         target=args.target,
@@ -65,8 +83,9 @@ def run_train_drafter(args: argparse.Namespace) -> int:
         intermediate_size=args.intermediate_size,
         num_hidden_layers=args.layers,
         workload=args.workload,
-        train=TrainSettings(draft_steps=args.draft_steps, epochs=args.epochs,
-                            learning_rate=args.lr, seed=args.seed),
+        train=TrainSettings(
+            draft_steps=args.draft_steps, epochs=args.epochs, learning_rate=args.lr, seed=args.seed
+        ),
     )
     started = time.perf_counter()
 

@@ -136,8 +136,14 @@ class MTPDrafter:
         for step in range(num_tokens):
             embeddings = embed(token, self.target.weights["token_embd.weight"])
             state, logits = mtp_step(
-                self.config, self.params, self._head, embeddings, state,
-                target_keys, target_values, position + step,
+                self.config,
+                self.params,
+                self._head,
+                embeddings,
+                state,
+                target_keys,
+                target_values,
+                position + step,
             )
             if sampling.greedy:
                 index = mx.argmax(logits, axis=-1)
@@ -154,9 +160,7 @@ class MTPDrafter:
     def _full_width(self, probs: mx.array) -> mx.array:
         """Scatter ``[1, candidates]`` probabilities into ``[1, vocab]``."""
         full = mx.zeros((1, self.vocab_size), dtype=probs.dtype)
-        return mx.put_along_axis(
-            full, self.candidate_ids.astype(mx.int32)[None, :], probs, axis=-1
-        )
+        return mx.put_along_axis(full, self.candidate_ids.astype(mx.int32)[None, :], probs, axis=-1)
 
     def commit(self, num_accepted: int, committed_ids: Sequence[int]) -> None:
         """Take the next state from the verify row that chose the newest committed token."""

@@ -70,7 +70,9 @@ class MTPConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"MTP config has unknown fields {unknown}; the file is newer than this code")
+            raise ValueError(
+                f"MTP config has unknown fields {unknown}; the file is newer than this code"
+            )
         return cls(**data)
 
 

@@ -28,7 +28,9 @@ def save_mtp(weights: MTPWeights, path: Path, bits: int | None = 8) -> None:
     for name, value in weights.params.items():
         quantizable = value.ndim == 2 and value.shape[1] % GROUP_SIZE == 0
         if bits is not None and quantizable:
-            q, scales, biases = mx.quantize(value.astype(mx.float32), group_size=GROUP_SIZE, bits=bits)
+            q, scales, biases = mx.quantize(
+                value.astype(mx.float32), group_size=GROUP_SIZE, bits=bits
+            )
             arrays[name + ".q"] = q
             arrays[name + ".scales"] = scales.astype(mx.float16)
             arrays[name + ".biases"] = biases.astype(mx.float16)
@@ -47,7 +49,9 @@ def save_mtp(weights: MTPWeights, path: Path, bits: int | None = 8) -> None:
 def load_mtp(path: Path) -> MTPWeights:
     """Read a drafter written by `save_mtp`; raise ValueError naming what is wrong."""
     if not Path(path).is_file():
-        raise ValueError(f"MTP drafter file {path} does not exist; train one with draftwise train-drafter")
+        raise ValueError(
+            f"MTP drafter file {path} does not exist; train one with draftwise train-drafter"
+        )
     arrays, metadata = mx.load(str(path), return_metadata=True)
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not an MTP drafter file (format {metadata.get('format')!r})")
@@ -69,7 +73,9 @@ def load_mtp(path: Path) -> MTPWeights:
         else:
             raise ValueError(f"{path} lacks tensor {name}; the file is incomplete")
         if tuple(value.shape) != shape:
-            raise ValueError(f"{path}: tensor {name} has shape {tuple(value.shape)}, expected {shape}")
+            raise ValueError(
+                f"{path}: tensor {name} has shape {tuple(value.shape)}, expected {shape}"
+            )
         params[name] = value
     mx.eval(list(params.values()))
     return MTPWeights(config, params, arrays["candidate_ids"].astype(mx.int32))

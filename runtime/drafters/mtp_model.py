@@ -38,7 +38,10 @@ def attend_target(
     values: mx.array,
     mask: mx.array | None,
 ) -> mx.array:
-    """Attention of ``queries`` ``[heads, n, head_dim]`` over ``keys`` ``[kv_heads, length, head_dim]``.
+    """Compute attention of ``queries`` over the target's ``keys`` and ``values``.
+
+    Shapes: ``queries`` ``[heads, n, head_dim]``, ``keys`` and ``values``
+    ``[kv_heads, length, head_dim]``.
 
     ``mask`` ``[n, length]`` (True: visible) or None when every row sees every key.
     Returns ``[n, heads * head_dim]``.

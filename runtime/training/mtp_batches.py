@@ -39,7 +39,9 @@ class Window:
 def read_index(features_dir: Path) -> list[dict[str, Any]]:
     path = features_dir / "index.jsonl"
     if not path.exists():
-        raise ValueError(f"no features in {features_dir}: index.jsonl is missing; run the extraction first")
+        raise ValueError(
+            f"no features in {features_dir}: index.jsonl is missing; run the extraction first"
+        )
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_WORKLOAD = Path("/work/shared/workloads/dev.jsonl")
 SOURCE_SUFFIXES = (".py", ".c", ".h", ".js", ".sh", ".cpp", ".go", ".ts")
 HELD_OUT_EVERY = 4
 
@@ -69,13 +68,16 @@ def _usable(path: Path) -> bool:
         return False
 
 
-def workload_prompts(path: Path = DEFAULT_WORKLOAD) -> list[dict[str, Any]]:
+def workload_prompts(path: Path | None) -> list[dict[str, Any]]:
+    """Read JSON-lines prompts ``{id, category, messages}``; none without a path."""
+    if path is None:
+        return []
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
 def iter_documents(
-    language_model: Any, window: int, max_sources: int, seed: int, workload: Path
+    language_model: Any, window: int, max_sources: int, seed: int, workload: Path | None
 ) -> Iterator[Document]:
     """Yield training prompts, source windows and held-out prompts interleaved.
 
@@ -105,7 +107,9 @@ def _prompt_document(
     return Document(f"prompt-{prompt['id']}", split, prompt["category"], ids[-window:])
 
 
-def _source_document(language_model: Any, path: Path, window: int, rng: random.Random) -> Document | None:
+def _source_document(
+    language_model: Any, path: Path, window: int, rng: random.Random
+) -> Document | None:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):

@@ -22,7 +22,11 @@ from draftwise.runtime.training.mtp_batches import Window, origin_mask
 
 
 def window_predictions(
-    config: MTPConfig, params: Params, head_rows: mx.array, window: Window, steps: int,
+    config: MTPConfig,
+    params: Params,
+    head_rows: mx.array,
+    window: Window,
+    steps: int,
     candidate_ids: np.ndarray,
 ) -> np.ndarray:
     """Return the drafted token ids ``[steps, origins]`` under teacher forcing."""
@@ -32,8 +36,15 @@ def window_predictions(
     predictions = []
     for step in range(1, steps + 1):
         state, logits = mtp_step(
-            config, params, head_rows, window.embeddings[step : step + origins], state,
-            window.keys, window.values, step, mask,
+            config,
+            params,
+            head_rows,
+            window.embeddings[step : step + origins],
+            state,
+            window.keys,
+            window.values,
+            step,
+            mask,
         )
         predictions.append(mx.argmax(logits, axis=-1))
     stacked = mx.stack(predictions)
@@ -60,7 +71,11 @@ def acceptance_counts(window: Window, predictions: np.ndarray) -> tuple[np.ndarr
 
 
 def evaluate(
-    config: MTPConfig, params: Params, head_rows: mx.array, windows: list[Window], steps: int,
+    config: MTPConfig,
+    params: Params,
+    head_rows: mx.array,
+    windows: list[Window],
+    steps: int,
     candidate_ids: np.ndarray,
 ) -> dict[str, Any]:
     """Acceptance per position, overall and per category, and per-step accuracy."""
@@ -80,7 +95,10 @@ def evaluate(
         scored += origins
     return {
         "acceptance_by_position": {
-            key: [round(float(a / r), 4) if r else None for a, r in zip(accepted[key], reached[key], strict=True)]
+            key: [
+                round(float(a / r), 4) if r else None
+                for a, r in zip(accepted[key], reached[key], strict=True)
+            ]
             for key in reached
         },
         "reached_by_position": {key: [int(r) for r in reached[key]] for key in reached},

@@ -78,7 +78,8 @@ def extract_features(
         stored += entry["tokens"]
         fresh += entry["tokens"]
         rate = fresh / (time.perf_counter() - started)
-        log(f"shard {shard.name} {document.split} {document.name[:60]} tokens {stored} ({rate:.1f} tokens/s)")
+        label = f"{document.split} {document.name[:60]}"
+        log(f"shard {shard.name} {label} tokens {stored} ({rate:.1f} tokens/s)")
     return stored
 
 

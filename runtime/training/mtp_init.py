@@ -11,7 +11,12 @@ import mlx.core as mx
 import numpy as np
 
 from draftwise.runtime.drafters.mtp_config import MTPConfig
-from draftwise.runtime.drafters.mtp_model import Params, layer_prefix, parameter_shapes, random_parameters
+from draftwise.runtime.drafters.mtp_model import (
+    Params,
+    layer_prefix,
+    parameter_shapes,
+    random_parameters,
+)
 from draftwise.runtime.weights import QuantizedTensor
 
 
@@ -19,7 +24,11 @@ def dense(weight: Any) -> mx.array:
     """Return a target weight as a float32 matrix."""
     if isinstance(weight, QuantizedTensor):
         return mx.dequantize(
-            weight.weight, weight.scales, weight.biases, group_size=weight.group_size, bits=weight.bits
+            weight.weight,
+            weight.scales,
+            weight.biases,
+            group_size=weight.group_size,
+            bits=weight.bits,
         ).astype(mx.float32)
     return weight.astype(mx.float32)
 
@@ -37,7 +46,10 @@ def count_tokens(tokenizer: Any, files: Iterable[Path], max_chars: int = 200_000
 
 
 def choose_candidates(
-    corpus_counts: Counter[int], target_choices: Iterable[np.ndarray], size: int, always: Iterable[int]
+    corpus_counts: Counter[int],
+    target_choices: Iterable[np.ndarray],
+    size: int,
+    always: Iterable[int],
 ) -> np.ndarray:
     """Return ``size`` token ids: ``always`` first, then the most frequent.
 
@@ -76,7 +88,9 @@ def parameters_from_target(config: MTPConfig, target: Any, seed: int) -> Params:
     params["post_projection.weight"] = eye
     params["norm.weight"] = dense(w["output_norm.weight"])
     source = f"blk.{config.target_kv_layer}."
-    gate, up, down = (dense(w[source + n]) for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"))
+    gate, up, down = (
+        dense(w[source + n]) for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
+    )
     strength = mx.linalg.norm(up, axis=1) * mx.linalg.norm(down, axis=0)
     units = mx.sort(mx.argsort(-strength)[: config.intermediate_size])
     for layer in range(config.num_hidden_layers):

@@ -27,7 +27,7 @@ from draftwise.runtime.drafters.mtp_config import config_for_target
 from draftwise.runtime.drafters.mtp_io import save_mtp
 from draftwise.runtime.store.files import sha256_of_file
 from draftwise.runtime.training.mtp_batches import load_windows, target_choices
-from draftwise.runtime.training.mtp_data import DEFAULT_WORKLOAD, iter_documents, list_source_files
+from draftwise.runtime.training.mtp_data import iter_documents, list_source_files
 from draftwise.runtime.training.mtp_eval import evaluate
 from draftwise.runtime.training.mtp_features import extract_features
 from draftwise.runtime.training.mtp_init import (
@@ -37,6 +37,8 @@ from draftwise.runtime.training.mtp_init import (
     parameters_from_target,
 )
 from draftwise.runtime.training.mtp_train import Trainer, TrainSettings
+
+EVAL_POSITIONS = 4
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,10 @@ class PipelineSettings:
     extract_tokens: int = 20000
     window: int = 256
     max_sources: int = 400
-    candidates: int = 8192
-    intermediate_size: int = 2048
+    candidates: int = 4096
+    intermediate_size: int = 1536
     num_hidden_layers: int = 1
-    workload: Path = DEFAULT_WORKLOAD
+    workload: Path | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
 
     @property
@@ -71,7 +73,11 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
     layer = target.config.num_layers - 1
     if settings.extract_tokens > 0:
         documents = iter_documents(
-            language_model, settings.window, settings.max_sources, settings.train.seed, settings.workload
+            language_model,
+            settings.window,
+            settings.max_sources,
+            settings.train.seed,
+            settings.workload,
         )
         extract_features(target, documents, settings.features, layer, settings.extract_tokens, log)
 
@@ -90,16 +96,21 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
     train_windows = load_windows(settings.features, "train", table, candidate_ids, vocab)
     eval_windows = load_windows(settings.features, "eval", table, candidate_ids, vocab)
     log(f"{len(train_windows)} training windows, {len(eval_windows)} held-out windows")
+    coverage = candidate_coverage(eval_windows or train_windows, candidate_ids)
+    log(f"candidates cover {coverage:.3f} of the target's held-out choices")
 
     params = parameters_from_target(config, target, settings.train.seed)
-    steps = settings.train.draft_steps
+    # Positions past the trained steps are measured too: drafting chains on.
+    steps = max(settings.train.draft_steps, EVAL_POSITIONS)
 
     def measure(current: Any) -> dict[str, Any]:
         return evaluate(config, current, head_rows, eval_windows, steps, candidate_ids)
 
     initial = measure(params)
     log(f"before training: {json.dumps(initial)}")
-    trainer = Trainer(config, params, head_rows, train_windows, settings.train, settings.out_dir, log)
+    trainer = Trainer(
+        config, params, head_rows, train_windows, settings.train, settings.out_dir, log
+    )
     trainer.resume()
     trainer.run(measure)
     final = measure(trainer.params)
@@ -117,6 +128,8 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
         "train_windows": len(train_windows),
         "train_tokens": sum(w.length for w in train_windows),
         "eval_windows": len(eval_windows),
+        "eval_tokens": sum(w.length for w in eval_windows),
+        "candidate_coverage": round(coverage, 4),
         "tokens_seen": trainer.tokens_seen,
         "steps": trainer.step,
         "wall_s_this_run": round(time.perf_counter() - started, 1),
@@ -131,6 +144,12 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
     return report
 
 
+def candidate_coverage(windows: list[Any], candidate_ids: np.ndarray) -> float:
+    """The fraction of the target's choices in ``windows`` that are candidates."""
+    choices = np.concatenate([w.target_ids for w in windows]) if windows else np.zeros(0)
+    return float(np.isin(choices, candidate_ids).mean()) if len(choices) else 0.0
+
+
 def dense_rows(head: Any, candidate_ids: np.ndarray) -> mx.array:
     """The output-head rows of ``candidate_ids`` as a float32 matrix."""
     result = dense(gather_head_rows(head, mx.array(candidate_ids)))
@@ -138,12 +157,14 @@ def dense_rows(head: Any, candidate_ids: np.ndarray) -> mx.array:
     return result
 
 
-def _candidates(settings: PipelineSettings, language_model: Any, log: Callable[[str], None]) -> np.ndarray:
+def _candidates(
+    settings: PipelineSettings, language_model: Any, log: Callable[[str], None]
+) -> np.ndarray:
     path = settings.out_dir / "candidates.npy"
     if path.exists():
         return np.load(path)
-    files = list_source_files(settings.max_sources * 4, settings.train.seed + 1)
-    counts = count_tokens(language_model.tokenizer, files)
+    files = list_source_files(settings.max_sources, settings.train.seed + 1)
+    counts = count_tokens(language_model.tokenizer, files, max_chars=50_000)
     always = sorted(language_model.tokenizer.eos_token_ids)
     candidate_ids = choose_candidates(
         counts, target_choices(settings.features), settings.candidates, always
@@ -165,7 +186,9 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
         return
     figure, axis = plt.subplots(figsize=(7, 4))
     tokens = [entry["tokens_seen"] for entry in history]
-    axis.plot(tokens, [entry["loss"] for entry in history], color="tab:blue", alpha=0.5, label="loss")
+    axis.plot(
+        tokens, [entry["loss"] for entry in history], color="tab:blue", alpha=0.5, label="loss"
+    )
     axis.set_xlabel("tokens seen (origins)")
     axis.set_ylabel("cross-entropy over draft steps")
     evaluated = [entry for entry in history if "eval" in entry]
@@ -174,7 +197,9 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
         other.plot(
             [entry["tokens_seen"] for entry in evaluated],
             [entry["eval"]["acceptance_by_position"]["all"][0] for entry in evaluated],
-            color="tab:red", marker="o", label="held-out acceptance, position 1",
+            color="tab:red",
+            marker="o",
+            label="held-out acceptance, position 1",
         )
         other.set_ylabel("acceptance")
     figure.legend(loc="upper right")

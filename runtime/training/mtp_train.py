@@ -31,10 +31,10 @@ from draftwise.runtime.training.mtp_batches import Window, origin_mask
 class TrainSettings:
     """Optimisation settings; ``draft_steps`` is how many chained steps each origin trains."""
 
-    draft_steps: int = 3
-    epochs: int = 4
-    learning_rate: float = 2e-4
-    warmup_steps: int = 20
+    draft_steps: int = 2
+    epochs: int = 5
+    learning_rate: float = 3e-4
+    warmup_steps: int = 5
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     seed: int = 0
@@ -52,8 +52,15 @@ def window_loss(
     count = mx.array(0.0)
     for step in range(1, draft_steps + 1):
         state, logits = mtp_step(
-            config, params, head_rows, window.embeddings[step : step + origins], state,
-            window.keys, window.values, step, mask,
+            config,
+            params,
+            head_rows,
+            window.embeddings[step : step + origins],
+            state,
+            window.keys,
+            window.values,
+            step,
+            mask,
         )
         labels = window.labels[step : step + origins]
         valid = labels >= 0
@@ -120,13 +127,20 @@ class Trainer:
             self.step += 1
             self.tokens_seen += window.length - self.settings.draft_steps
             rate = (self.tokens_seen - tokens_at_start) / (time.perf_counter() - started)
-            entry = {"step": self.step, "epoch": epoch, "loss": round(loss.item(), 4),
-                     "tokens_seen": self.tokens_seen, "tokens_per_s": round(rate, 1)}
+            entry = {
+                "step": self.step,
+                "epoch": epoch,
+                "loss": round(loss.item(), 4),
+                "tokens_seen": self.tokens_seen,
+                "tokens_per_s": round(rate, 1),
+            }
             self.history.append(entry)
             self.log(_progress_line(entry, self.total_steps))
             last = self.step == self.total_steps
             if self.step % self.settings.checkpoint_every == 0 or last:
-                if evaluate is not None and (last or self.step % (4 * self.settings.checkpoint_every) == 0):
+                if evaluate is not None and (
+                    last or self.step % (4 * self.settings.checkpoint_every) == 0
+                ):
                     entry["eval"] = evaluate(self.params)
                     self.log(f"eval at step {self.step}: {json.dumps(entry['eval'])}")
                 self.save_checkpoint()
@@ -142,8 +156,12 @@ class Trainer:
         temporary = self.out_dir / "checkpoint.tmp.safetensors"
         mx.save_safetensors(str(temporary), arrays)
         temporary.replace(self.out_dir / "checkpoint.safetensors")
-        state = {"step": self.step, "tokens_seen": self.tokens_seen, "history": self.history,
-                 "settings": asdict(self.settings)}
+        state = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "history": self.history,
+            "settings": asdict(self.settings),
+        }
         (self.out_dir / "progress.json").write_text(json.dumps(state))
 
     def resume(self) -> bool:
@@ -153,17 +171,21 @@ class Trainer:
         if not path.exists() or not progress.exists():
             return False
         arrays = mx.load(str(path))
-        self.params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+        self.params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
         state: dict[str, Any] = {}
         for key, value in arrays.items():
             if key.startswith("optim/"):
-                state[key[len("optim/"):]] = value
+                state[key[len("optim/") :]] = value
             elif key.startswith("moment/"):
                 _, moment, name = key.split("/", 2)
                 state.setdefault(name, {})[moment] = value
         self.optimizer.state = state
         saved = json.loads(progress.read_text())
-        self.step, self.tokens_seen, self.history = saved["step"], saved["tokens_seen"], saved["history"]
+        self.step, self.tokens_seen, self.history = (
+            saved["step"],
+            saved["tokens_seen"],
+            saved["history"],
+        )
         self.log(f"resumed at step {self.step} ({self.tokens_seen} tokens seen)")
         return True
 
@@ -171,8 +193,10 @@ class Trainer:
 def _progress_line(entry: dict[str, Any], total_steps: int) -> str:
     done = entry["step"] / total_steps
     bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
-    return (f"[{bar}] step {entry['step']}/{total_steps} loss {entry['loss']:.3f} "
-            f"tokens {entry['tokens_seen']} ({entry['tokens_per_s']:.0f} tokens/s)")
+    return (
+        f"[{bar}] step {entry['step']}/{total_steps} loss {entry['loss']:.3f} "
+        f"tokens {entry['tokens_seen']} ({entry['tokens_per_s']:.0f} tokens/s)"
+    )
 
 
 def perplexity(loss: float) -> float:

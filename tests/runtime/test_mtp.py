@@ -152,8 +152,13 @@ def test_mtp_sampling_matches_target_distribution(digit_target, candidates):
         drafter = MTPDrafter(digit_target, weights, max_draft=4)
         stats = SpeculationStats()
         chunks = generate_speculative(
-            digit_target, drafter, DigitTokenizer(), DIGIT_PROMPT, params,
-            DraftLengthTuner(fixed=2), stats,
+            digit_target,
+            drafter,
+            DigitTokenizer(),
+            DIGIT_PROMPT,
+            params,
+            DraftLengthTuner(fixed=2),
+            stats,
         )
         samples.append(tuple(t for c in chunks for t in c.token_ids))
         accepted += stats.num_accepted

@@ -79,8 +79,12 @@ def test_shipped_drafter_matches_its_digest():
 def _features(tmp_path: Path, model) -> Path:
     rng = np.random.default_rng(0)
     documents = [
-        Document(f"doc{i}", "eval" if i % 4 == 0 else "train", "x",
-                 [int(v) for v in rng.integers(0, 90, 48)])
+        Document(
+            f"doc{i}",
+            "eval" if i % 4 == 0 else "train",
+            "x",
+            [int(v) for v in rng.integers(0, 90, 48)],
+        )
         for i in range(8)
     ]
     features = tmp_path / "features"
@@ -103,8 +107,15 @@ def test_mtp_training_lowers_loss_and_resumes(tmp_path):
     windows = load_windows(features, "train", table, candidates, 96)
     head = dense_rows(output_head(model), candidates)
     settings = TrainSettings(epochs=8, learning_rate=3e-3, warmup_steps=4, checkpoint_every=8)
-    trainer = Trainer(config, parameters_from_target(config, model, 0), head, windows, settings,
-                      tmp_path / "run", log=lambda _: None)
+    trainer = Trainer(
+        config,
+        parameters_from_target(config, model, 0),
+        head,
+        windows,
+        settings,
+        tmp_path / "run",
+        log=lambda _: None,
+    )
     before = evaluate(config, trainer.params, head, windows, 3, candidates)
     trainer.run()
     after = evaluate(config, trainer.params, head, windows, 3, candidates)
@@ -112,9 +123,58 @@ def test_mtp_training_lowers_loss_and_resumes(tmp_path):
     assert np.mean(losses[-6:]) < 0.7 * np.mean(losses[:6])
     assert after["step_accuracy"][0] > before["step_accuracy"][0]
 
-    resumed = Trainer(config, parameters_from_target(config, model, 1), head, windows, settings,
-                      tmp_path / "run", log=lambda _: None)
+    resumed = Trainer(
+        config,
+        parameters_from_target(config, model, 1),
+        head,
+        windows,
+        settings,
+        tmp_path / "run",
+        log=lambda _: None,
+    )
     assert resumed.resume()
     assert resumed.step == trainer.step
     for name, value in trainer.params.items():
         assert mx.array_equal(resumed.params[name], value).item(), name
+
+
+def test_mtp_pipeline_end_to_end(tmp_path, monkeypatch):
+    from draftwise.runtime import language_model as language_model_module
+    from draftwise.runtime.training import mtp_data, mtp_pipeline
+
+    target = language_model(1)
+    monkeypatch.setattr(language_model_module, "load_language_model", lambda name: target)
+    source = tmp_path / "example.py"
+    source.write_text("def add(a, b):\n    return a + b\n" * 20)
+    monkeypatch.setattr(mtp_data, "list_source_files", lambda count, seed: [source])
+    monkeypatch.setattr(mtp_pipeline, "list_source_files", lambda count, seed: [source])
+    workload = tmp_path / "prompts.jsonl"
+    lines = [
+        {
+            "id": f"p{i}",
+            "category": "polyglot",
+            "messages": [
+                {"role": "user", "content": f"def f{i}(x):\n    return x * {i} + 1\n" * 3}
+            ],
+        }
+        for i in range(5)
+    ]
+    workload.write_text("\n".join(json.dumps(line) for line in lines))
+    settings = mtp_pipeline.PipelineSettings(
+        target="tiny",
+        out_dir=tmp_path / "out",
+        extract_tokens=10_000,
+        window=40,
+        candidates=60,
+        intermediate_size=32,
+        workload=workload,
+        train=TrainSettings(epochs=2, learning_rate=1e-3, checkpoint_every=4),
+    )
+    report = mtp_pipeline.run_pipeline(settings, log=lambda _: None)
+    assert report["eval_windows"] == 2
+    assert report["train_windows"] == 4
+    assert len(report["after"]["acceptance_by_position"]["all"]) == mtp_pipeline.EVAL_POSITIONS
+    assert (tmp_path / "out" / "loss.png").stat().st_size > 0
+    weights = load_mtp_drafter(tmp_path / "out" / "drafter.safetensors")
+    # Only tokens seen in the corpus or the target's choices become candidates.
+    assert 0 < weights.config.candidate_vocab_size <= 60
