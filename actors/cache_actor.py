@@ -122,7 +122,10 @@ class CacheActor:
                     "here); omit session_id to start a new session",
                 )
         elif message.reuse_prefix:
-            state = self._best_idle_match(message.prompt_ids) or self._new_session()
+            match = self._best_idle_match(message.prompt_ids)
+            if match is not None and self._should_fork(match, message.prompt_ids):
+                return self._lease_fork(message, match)
+            state = match or self._new_session()
         else:
             state = self._new_session()
         if state is None:
@@ -146,20 +149,35 @@ class CacheActor:
         message.reply.send_nowait(SessionLeaseReply(error_code=code, error_message=text))
 
     def _best_idle_match(self, prompt_ids: tuple[int, ...]) -> SessionState | None:
-        # NOTE: a prompt that shares only a prefix (say a common system prompt)
-        # with the best session still takes that session over, and the session's
-        # tokens past the shared prefix are lost to its own conversation. Forking
-        # a snapshot of the cache on the device thread would keep both.
         best, best_length = None, 0
         for state in self.sessions.values():
             if state.request_id is not None:
                 continue
             length = common_prefix_length(prompt_ids, state.cached_token_ids())
-            if length > best_length or (
-                length == best_length > 0 and best is not None and state.last_used > best.last_used
-            ):
+            newer = best is not None and state.last_used > best.last_used
+            if length > best_length or (length == best_length > 0 and newer):
                 best, best_length = state, length
         return best
+
+    def _should_fork(self, match: SessionState, prompt_ids: tuple[int, ...]) -> bool:
+        """Return whether ``prompt_ids`` leaves the cached tokens of ``match`` part way.
+
+        Continuing ``match`` would then discard its own conversation's tail
+        (two conversations with one system prompt, say), so the request gets
+        a copy of the cache instead, unless no session slot is free for it.
+        """
+        cached = match.cached_token_ids()
+        shared = common_prefix_length(prompt_ids, cached)
+        return shared < len(cached) and len(self.sessions) < self.max_sessions
+
+    def _lease_fork(self, message: SessionLeaseRequested, source: SessionState) -> None:
+        state = self._new_session()
+        assert state is not None  # _should_fork checked that a slot is free
+        # The source stays leased until the forking request has copied its caches.
+        source.request_id = f"{message.request_id}/fork"
+        state.request_id = message.request_id
+        state.last_used = self._tick()
+        message.reply.send_nowait(SessionLeaseReply(state=state, fork_from=source))
 
     def _new_session(self) -> SessionState | None:
         if len(self.sessions) >= self.max_sessions:

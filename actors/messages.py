@@ -56,6 +56,7 @@ class SessionLeaseReply(Message, frozen=True):
     """The leased session state, or the error code and message that refused it."""
 
     state: Any = None  # SessionState
+    fork_from: Any = None  # SessionState whose caches to copy first; it stays leased till then
     error_code: str | None = None
     error_message: str | None = None
 

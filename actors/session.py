@@ -118,6 +118,8 @@ class SessionRequest:
         self.log = self.log.bind(session_id=state.session_id)
         caches_valid = False
         try:
+            if lease.fork_from is not None:
+                await self._fork(state, lease.fork_from)
             done = await self._generate(state)
             caches_valid = True
             return done
@@ -142,6 +144,36 @@ class SessionRequest:
                         caches_valid=caches_valid,
                     )
                 )
+
+    async def _fork(self, state: SessionState, source: SessionState) -> None:
+        """Copy the caches of ``source`` into this new session, then release ``source``."""
+
+        def copy_caches() -> tuple[ModelCache | None, ModelCache | None]:
+            # Snapshots share buffers until either side writes, so this copies no data.
+            target = None if source.target_cache is None else source.target_cache.snapshot()
+            draft = None if source.draft_cache is None else source.draft_cache.snapshot()
+            return target, draft
+
+        pin = source.request_id
+        try:
+            caches = await self._step(state, "prefill", copy_caches)
+            state.target_cache, state.draft_cache = caches
+            state.token_ids = list(source.token_ids)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.parts.cache.inbox.send(
+                    SessionReleased(
+                        session_id=source.session_id,
+                        request_id=str(pin),
+                        token_ids=tuple(source.token_ids),
+                        caches_valid=True,
+                    )
+                )
+        self.log.info(
+            "session_forked",
+            source_session_id=source.session_id,
+            cached_tokens=len(state.cached_token_ids()),
+        )
 
     def _lease_message(self, reply: Any) -> SessionLeaseRequested:
         return SessionLeaseRequested(

@@ -49,12 +49,12 @@ async def test_session_second_turn_prefills_only_new_tokens(speculation):
 async def test_session_reuse_prefix_picks_longest_match():
     models = tiny_models()
     async with open_runtime(models, prefill_chunk=8) as rt:
-        done = {}
+        done, outputs = {}, {}
         for i in range(3):
-            _, done[i] = await collect(
+            outputs[i], done[i] = await collect(
                 rt, GenerateRequest(request_id=f"a{i}", prompt=PROMPTS[i], max_tokens=4)
             )
-        extended = PROMPTS[2] + " # next"
+        extended = PROMPTS[2] + _text(models["tiny"], output_ids(outputs[2])) + " # next"
         chunks, reused = await collect(
             rt, GenerateRequest(request_id="b", prompt=extended, max_tokens=6), reuse_prefix=True
         )
@@ -64,7 +64,7 @@ async def test_session_reuse_prefix_picks_longest_match():
             reuse_prefix=True,
         )
     assert reused.session_id == done[2].session_id
-    assert reused.usage.cached_tokens == len(PROMPTS[2])
+    assert reused.usage.cached_tokens == len(PROMPTS[2]) + 3  # the 4th token was never fed
     assert output_ids(chunks) == solo_ids(models["tiny"], extended, 6)
     assert fresh.session_id not in {d.session_id for d in done.values()}
 
@@ -194,3 +194,28 @@ async def test_session_idle_draft_cache_follows_new_prompt():
     assert output_ids(chunks) == solo_ids(models["tiny"], extended, 12)
     assert last.speculation.num_drafted > 0
     assert last.speculation.num_accepted == last.speculation.num_drafted
+
+
+async def test_session_reuse_prefix_forks_on_partial_match():
+    models = tiny_models()
+    system = "You are terse. "
+    first, other = system + PROMPTS[0], system + PROMPTS[5]
+    async with open_runtime(models, draft="tiny-draft", prefill_chunk=8) as rt:
+        chunks, a1 = await collect(
+            rt, GenerateRequest(request_id="a1", prompt=first, max_tokens=6), reuse_prefix=True
+        )
+        b_chunks, b1 = await collect(
+            rt, GenerateRequest(request_id="b1", prompt=other, max_tokens=6), reuse_prefix=True
+        )
+        second = first + _text(models["tiny"], output_ids(chunks)) + " more"
+        a_chunks, a2 = await collect(
+            rt, GenerateRequest(request_id="a2", prompt=second, max_tokens=6), reuse_prefix=True
+        )
+    # The second conversation copied the shared system prompt from the first...
+    assert b1.session_id != a1.session_id
+    assert b1.usage.cached_tokens == len(system)
+    assert output_ids(b_chunks) == solo_ids(models["tiny"], other, 6)
+    # ...and the first conversation kept its whole cache for its next turn.
+    assert a2.session_id == a1.session_id
+    assert a2.usage.cached_tokens == len(first) + len(output_ids(chunks)) - 1
+    assert output_ids(a_chunks) == solo_ids(models["tiny"], second, 6)
