@@ -13,7 +13,8 @@ the candidate vocabulary:
 Attention has queries only: keys and values are the target's cached ones
 of `MTPConfig.target_kv_layer`, so the drafter needs no prefill and keeps
 no cache. Training (many origins at once, with a mask) and drafting (one
-row) call the same `mtp_step`.
+row) call the same `mtp_step`; matrices are float arrays when training and
+may be quantized (`QuantizedTensor`) when drafting.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import mlx.core as mx
 
 from draftwise.runtime.drafters.mtp_config import MTPConfig
+from draftwise.runtime.models.layers import linear
 
 Params = dict[str, Any]
 
@@ -72,9 +74,8 @@ def _decoder_layer(
     eps = config.rms_norm_eps
     rows = x.shape[0]
     h = mx.fast.rms_norm(x, params[p + "input_layernorm.weight"], eps)
-    q = h @ params[p + "self_attn.q_proj.weight"].T
-    if config.attention_bias:
-        q = q + params[p + "self_attn.q_proj.bias"]
+    bias = params[p + "self_attn.q_proj.bias"] if config.attention_bias else None
+    q = linear(h, params[p + "self_attn.q_proj.weight"], bias)
     q = q.reshape(rows, config.num_attention_heads, config.head_dim).transpose(1, 0, 2)
     q = mx.fast.rope(
         q,
@@ -85,11 +86,11 @@ def _decoder_layer(
         offset=first_position,
     )
     attended = attend_target(config, q, keys, values, mask)
-    x = x + attended @ params[p + "self_attn.o_proj.weight"].T
+    x = x + linear(attended, params[p + "self_attn.o_proj.weight"])
     h = mx.fast.rms_norm(x, params[p + "pre_feedforward_layernorm.weight"], eps)
-    gate = h @ params[p + "mlp.gate_proj.weight"].T
-    up = h @ params[p + "mlp.up_proj.weight"].T
-    return x + ((gate * mx.sigmoid(gate)) * up) @ params[p + "mlp.down_proj.weight"].T
+    gate = linear(h, params[p + "mlp.gate_proj.weight"])
+    up = linear(h, params[p + "mlp.up_proj.weight"])
+    return x + linear((gate * mx.sigmoid(gate)) * up, params[p + "mlp.down_proj.weight"])
 
 
 def mtp_step(
@@ -110,10 +111,10 @@ def mtp_step(
     ``head_rows`` is a ``[candidates, backbone]`` matrix, or a callable for
     a quantized head.
     """
-    x = mx.concatenate([embeddings, state], axis=-1) @ params["pre_projection.weight"].T
+    x = linear(mx.concatenate([embeddings, state], axis=-1), params["pre_projection.weight"])
     for layer in range(config.num_hidden_layers):
         x = _decoder_layer(config, params, layer, x, keys, values, first_position, mask)
-    y = x @ params["post_projection.weight"].T
+    y = linear(x, params["post_projection.weight"])
     new_state = mx.fast.rms_norm(y, params["norm.weight"], config.rms_norm_eps)
     logits = head_rows(new_state) if callable(head_rows) else new_state @ head_rows.T
     return new_state, logits

@@ -12,12 +12,14 @@ from fakes import tiny_model
 from test_engine import language_model, run
 from test_mtp import random_mtp
 
-from draftwise.runtime.drafters.mtp import output_head
+from draftwise.runtime.drafters.mtp import MTPDrafter, MTPWeights, output_head
 from draftwise.runtime.drafters.mtp_catalogue import SHIPPED, is_mtp_drafter, load_mtp_drafter
 from draftwise.runtime.drafters.mtp_config import config_for_target
 from draftwise.runtime.drafters.mtp_io import load_mtp, save_mtp
+from draftwise.runtime.drafters.mtp_model import mtp_step, random_parameters
 from draftwise.runtime.engine import Engine
 from draftwise.runtime.errors import GenerationError
+from draftwise.runtime.generate import fresh_prefill
 from draftwise.runtime.training.mtp_batches import load_windows
 from draftwise.runtime.training.mtp_data import Document
 from draftwise.runtime.training.mtp_eval import evaluate
@@ -25,6 +27,7 @@ from draftwise.runtime.training.mtp_features import extract_features
 from draftwise.runtime.training.mtp_init import parameters_from_target
 from draftwise.runtime.training.mtp_pipeline import dense_rows
 from draftwise.runtime.training.mtp_train import Trainer, TrainSettings
+from draftwise.runtime.weights import QuantizedTensor
 
 
 @pytest.mark.parametrize("drafter", ["auto", "mtp"])
@@ -50,7 +53,7 @@ def test_mtp_file_round_trip(tmp_path, bits):
     weights = random_mtp(model, candidates=50, seed=9)
     path = tmp_path / "drafter.safetensors"
     save_mtp(weights, path, bits=bits)
-    loaded = load_mtp(path)
+    loaded = load_mtp(path, quantized=False)
     assert loaded.config == weights.config
     assert np.array_equal(np.array(loaded.candidate_ids), np.array(weights.candidate_ids))
     tolerance = 0.05 if bits else 2e-3
@@ -58,6 +61,28 @@ def test_mtp_file_round_trip(tmp_path, bits):
         np.testing.assert_allclose(np.array(loaded.params[name]), np.array(value), atol=tolerance)
     assert is_mtp_drafter(path)
     assert load_mtp_drafter(path).config == weights.config
+
+
+def test_mtp_quantized_drafting_matches_dequantized(tmp_path):
+    model = tiny_model(seed=1, hidden_size=128, intermediate_size=128)
+    config = config_for_target(model.config, intermediate_size=128, candidate_vocab_size=96)
+    weights = MTPWeights(config, random_parameters(config, 3), mx.arange(96))
+    path = tmp_path / "drafter.safetensors"
+    save_mtp(weights, path, bits=8)
+    quantized = load_mtp(path)
+    assert any(isinstance(v, QuantizedTensor) for v in quantized.params.values())
+    plain = load_mtp(path, quantized=False)
+    cache, _ = fresh_prefill(model, [3, 1, 4, 1, 5, 9, 2, 6], 10)
+    logits = []
+    for loaded in (quantized, plain):
+        drafter = MTPDrafter(model, loaded)
+        drafter.start([3, 1, 4, 1, 5, 9, 2, 6, 5])
+        state = drafter._state
+        keys, values = drafter._target_keys_values(cache)
+        embeddings = mx.zeros((1, config.backbone_hidden_size))
+        _, out = mtp_step(config, loaded.params, drafter._head, embeddings, state, keys, values, 8)
+        logits.append(np.array(out))
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-3, rtol=1e-3)
 
 
 def test_mtp_file_rejects_other_safetensors(tmp_path):
