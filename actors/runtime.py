@@ -126,6 +126,9 @@ class Runtime:
             cache = CacheActor(config.cache_budget_bytes, config.max_sessions, inbox_size * 4)
             tuner = TunerActor(inbox_size * 4)
             parts = RuntimeParts(target, draft, scheduler, cache, tuner, config.prefill_chunk)
+            # The body's own exception is re-raised outside the nurseries, so the
+            # caller sees it as raised rather than wrapped in ExceptionGroups.
+            body_error: BaseException | None = None
             async with trio.open_nursery() as actors:
                 for actor in (scheduler, cache, tuner):
                     actors.start_soon(actor.run)
@@ -140,6 +143,8 @@ class Runtime:
                         )
                         try:
                             yield runtime
+                        except BaseException as error:
+                            body_error = error
                         finally:
                             runtime._draining = True
                             for plan in runtime._active.values():
@@ -149,6 +154,8 @@ class Runtime:
                     for actor in (scheduler, cache, tuner):
                         actor.inbox.close()
             log.info("runtime_stopped", actor="runtime")
+            if body_error is not None:
+                raise body_error
 
     async def generate(
         self, request: GenerateRequest, *, reuse_prefix: bool = False

@@ -215,3 +215,10 @@ async def test_runtime_logs_one_line_per_request():
     assert {"ttft_ms", "total_ms", "prompt_tokens", "num_drafted"} <= set(line)
     rounds = [e for e in logs if e["event"] == "round_finished"]
     assert rounds and all(e["log_level"] == "debug" for e in rounds)
+
+
+async def test_runtime_body_error_reraised_as_is():
+    with pytest.raises(ValueError, match="from the body"):
+        async with open_runtime(tiny_models()) as rt:
+            assert rt.health() == ("ok", None)
+            raise ValueError("raised from the body")
