@@ -16,6 +16,7 @@ import structlog
 import trio
 
 from draftwise.actors.http.app import build_app
+from draftwise.protocol.request_messages import Speculation
 from draftwise.runtime.errors import DraftwiseError
 
 __all__ = [
@@ -71,6 +72,7 @@ async def serve_http(
     port: int = DEFAULT_PORT,
     api_key: str | None = None,
     allow_remote: bool = False,
+    speculation: Speculation = "auto",
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the gateway for ``runtime`` until cancelled.
@@ -78,7 +80,8 @@ async def serve_http(
     ``port`` 0 picks a free port. Once listening, ``task_status.started`` gets
     the bound base URLs (``["http://127.0.0.1:PORT"]``). A non-loopback
     ``host`` needs ``allow_remote=True`` and an ``api_key``; with a key set,
-    every request must send it (Bearer or x-api-key). Raises
+    every request must send it (Bearer or x-api-key). ``speculation`` is the
+    mode of requests that do not set the ``speculation`` extension field. Raises
     `GatewayConfigError` before binding when these do not hold, and OSError
     when the address is taken.
     """
@@ -92,7 +95,7 @@ async def serve_http(
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 2.0
-    app = build_app(runtime, api_key=api_key)
+    app = build_app(runtime, api_key=api_key, speculation=speculation)
 
     try:
         async with trio.open_nursery() as nursery:

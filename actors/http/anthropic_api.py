@@ -123,6 +123,7 @@ def messages_spec(body: MessagesRequest, prompt: str, model: str) -> GenerationS
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=body.top_k or 0,
         stop=list(body.stop_sequences or []),
+        speculation=body.speculation,
     )
 
 

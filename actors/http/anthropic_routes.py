@@ -51,7 +51,9 @@ async def messages(request: Request, gateway: Gateway) -> AnyResponse:
     tools = message_tools(body)
     prompt = render_prompt(gateway.runtime, template_messages(body), tools, model)
     message_id = new_request_id("msg_")
-    generation = prepare_generation(gateway.runtime, messages_spec(body, prompt, model), message_id)
+    generation = prepare_generation(
+        gateway.runtime, messages_spec(body, prompt, model), message_id, gateway.speculation
+    )
     stop_sequences = list(body.stop_sequences or [])
 
     if body.stream:

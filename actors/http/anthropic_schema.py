@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from draftwise.actors.http.errors import ApiError, unsupported
+from draftwise.protocol.request_messages import Speculation
 
 
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -103,6 +104,8 @@ class MessagesRequest(Body):
     cache_control: dict[str, Any] | None = None
     thinking: ThinkingConfig | None = None
     service_tier: str | None = None
+    speculation: Speculation | None = None
+    """draftwise extension: "auto", "off" or a fixed draft length; None takes the server's."""
 
 
 def reject_unsupported_messages(body: MessagesRequest) -> None:

@@ -16,6 +16,7 @@ from draftwise.actors.http import anthropic_routes, openai_routes
 from draftwise.actors.http.errors import ApiError, ApiFlavor, error_body
 from draftwise.actors.http.handlers import Gateway
 from draftwise.actors.http.metrics import CONTENT_TYPE, GatewayMetrics
+from draftwise.protocol.request_messages import Speculation
 
 
 def _flavor_of(path: str) -> ApiFlavor:
@@ -88,8 +89,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def build_app(runtime: Any, *, api_key: str | None = None) -> Starlette:
-    """Return the gateway application for ``runtime``; with ``api_key`` every request needs it."""
+def build_app(
+    runtime: Any, *, api_key: str | None = None, speculation: Speculation = "auto"
+) -> Starlette:
+    """Return the gateway application for ``runtime``; with ``api_key`` every request needs it.
+
+    ``speculation`` applies to requests that do not set the `speculation` extension field.
+    """
     routes = [
         Route(openai_routes.CHAT_ENDPOINT, openai_routes.chat_completions, methods=["POST"]),
         Route(openai_routes.COMPLETIONS_ENDPOINT, openai_routes.completions, methods=["POST"]),
@@ -100,7 +106,7 @@ def build_app(runtime: Any, *, api_key: str | None = None) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
-    gateway = Gateway(runtime, GatewayMetrics())
+    gateway = Gateway(runtime, GatewayMetrics(), speculation)
     app.state.gateway = gateway
     if api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key, metrics=gateway.metrics)

@@ -26,6 +26,7 @@ from draftwise.protocol.request_messages import (
     MAX_STOP_STRINGS,
     GenerateRequest,
     SamplingParams,
+    Speculation,
 )
 from draftwise.runtime.errors import DraftwiseError
 
@@ -44,6 +45,8 @@ class GenerationSpec:
     top_k: int = 0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    speculation: Speculation | None = None
+    """The request's draftwise extension field; None takes the gateway's default."""
 
 
 def new_request_id(prefix: str) -> str:
@@ -63,7 +66,9 @@ def resolve_model(runtime: Any, name: str) -> str:
     )
 
 
-def prepare_generation(runtime: Any, spec: GenerationSpec, request_id: str) -> Generation:
+def prepare_generation(
+    runtime: Any, spec: GenerationSpec, request_id: str, default_speculation: Speculation = "auto"
+) -> Generation:
     """Check the request against the model and build its `Generation`.
 
     Raises `ApiError` 400 for a prompt that fills the context (naming both
@@ -94,6 +99,7 @@ def prepare_generation(runtime: Any, spec: GenerationSpec, request_id: str) -> G
         ),
         stop=list(spec.stop),
         max_tokens=max_tokens,
+        speculation=default_speculation if spec.speculation is None else spec.speculation,
         stream=True,
     )
     return Generation(runtime, request, prompt_tokens)

@@ -15,6 +15,7 @@ from draftwise.actors.http.errors import ApiError, ApiFlavor, error_body, from_r
 from draftwise.actors.http.generation import Generation
 from draftwise.actors.http.metrics import GatewayMetrics
 from draftwise.actors.http.sse import EventStreamResponse, run_until_disconnect
+from draftwise.protocol.request_messages import Speculation
 from draftwise.runtime.errors import ChatTemplateError, DraftwiseError
 
 log = structlog.get_logger("draftwise.http")
@@ -29,6 +30,8 @@ class Gateway:
 
     runtime: Any
     metrics: GatewayMetrics
+    speculation: Speculation = "auto"
+    """Speculation mode of requests that do not set the `speculation` extension field."""
 
 
 AnyResponse = Response | EventStreamResponse

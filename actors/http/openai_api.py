@@ -130,6 +130,7 @@ def chat_spec(body: ChatCompletionRequest, prompt: str, model: str) -> Generatio
         top_k=body.top_k or 0,
         seed=body.seed,
         stop=body.stop_list(),
+        speculation=body.speculation,
     )
 
 
@@ -144,6 +145,7 @@ def completion_spec(body: CompletionRequest, model: str) -> GenerationSpec:
         top_k=body.top_k or 0,
         seed=body.seed,
         stop=body.stop_list(),
+        speculation=body.speculation,
     )
 
 

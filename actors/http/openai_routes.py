@@ -65,7 +65,9 @@ async def chat_completions(request: Request, gateway: Gateway) -> AnyResponse:
     tools = chat_tools(body)
     prompt = render_prompt(gateway.runtime, template_messages(body.messages), tools, model)
     request_id = new_request_id("chatcmpl-")
-    generation = prepare_generation(gateway.runtime, chat_spec(body, prompt, model), request_id)
+    generation = prepare_generation(
+        gateway.runtime, chat_spec(body, prompt, model), request_id, gateway.speculation
+    )
     header = ResponseHeader(request_id, model, "chat.completion")
 
     if body.stream:
@@ -130,7 +132,9 @@ async def completions(request: Request, gateway: Gateway) -> AnyResponse:
     reject_unsupported_completion(body)
     model = resolve_model(gateway.runtime, body.model)
     request_id = new_request_id("cmpl-")
-    generation = prepare_generation(gateway.runtime, completion_spec(body, model), request_id)
+    generation = prepare_generation(
+        gateway.runtime, completion_spec(body, model), request_id, gateway.speculation
+    )
     header = ResponseHeader(request_id, model, "text_completion")
 
     if body.stream:

@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from draftwise.actors.http.errors import ApiError, unsupported
+from draftwise.protocol.request_messages import Speculation
 
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 TopP = Annotated[float, Meta(gt=0, le=1)]
@@ -101,6 +102,8 @@ class SamplingFields(Body):
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    speculation: Speculation | None = None
+    """draftwise extension: "auto", "off" or a fixed draft length; None takes the server's."""
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

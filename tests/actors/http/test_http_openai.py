@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import openai
+import pytest
 import trio
-from http_fakes import MODEL, in_thread, reference_text, running_gateway
+from fakes import tiny_model
+from http_fakes import MODEL, ScriptedModel, in_thread, reference_text, running_gateway
 
 MESSAGES = [
     {"role": "system", "content": "You write Python."},
@@ -139,3 +141,31 @@ async def test_second_turn_reports_cached_tokens():
     assert second.usage.prompt_tokens > first_total
     assert second.usage.prompt_tokens_details.cached_tokens >= first_total
     assert second.model_extra["draftwise"]["cached_tokens"] >= first_total
+
+
+async def test_speculation_extension_field():
+    script = "abcd" * 20
+    model = ScriptedModel(tiny_model(seed=0), lambda prompt: script)
+    async with running_gateway(model) as gateway:
+        api = client(gateway.v1)
+        runs = {}
+        for mode in ("auto", "off"):
+            runs[mode] = await in_thread(
+                api.chat.completions.create,
+                model=MODEL,
+                messages=MESSAGES,
+                max_tokens=60,
+                extra_body={"speculation": mode},
+            )
+        with pytest.raises(openai.BadRequestError, match="speculation"):
+            await in_thread(
+                api.chat.completions.create,
+                model=MODEL,
+                messages=MESSAGES,
+                extra_body={"speculation": "fast"},
+            )
+
+    auto, off = runs["auto"], runs["off"]
+    assert auto.choices[0].message.content == off.choices[0].message.content == script[:60]
+    assert auto.model_extra["draftwise"]["num_drafted"] > 0
+    assert off.model_extra["draftwise"]["num_drafted"] == 0
