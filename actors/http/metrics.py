@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class GatewayMetrics:
         self.generated_tokens: Counter[str] = Counter()
         self.drafted_tokens: Counter[str] = Counter()
         self.accepted_tokens: Counter[str] = Counter()
+        self.generation_seconds: defaultdict[str, float] = defaultdict(float)
         self.ttft = Histogram(TTFT_BUCKETS_S)
 
     def record_http(self, endpoint: str, status: int) -> None:
@@ -66,6 +68,7 @@ class GatewayMetrics:
         self.prompt_tokens[model] += prompt
         self.cached_tokens[model] += cached
         self.generated_tokens[model] += completion
+        self.generation_seconds[model] += generation.total_s
         if generation.done is not None:
             self.drafted_tokens[model] += generation.done.speculation.num_drafted
             self.accepted_tokens[model] += generation.done.speculation.num_accepted
@@ -98,7 +101,7 @@ class GatewayMetrics:
                     outcome=outcome,
                 )
             )
-        token_counters = (
+        token_counters: tuple[tuple[str, str, Mapping[str, float]], ...] = (
             ("draftwise_prompt_tokens_total", "prompt tokens", self.prompt_tokens),
             (
                 "draftwise_cached_prompt_tokens_total",
@@ -108,11 +111,16 @@ class GatewayMetrics:
             ("draftwise_generated_tokens_total", "generated tokens", self.generated_tokens),
             ("draftwise_drafted_tokens_total", "draft tokens proposed", self.drafted_tokens),
             ("draftwise_accepted_tokens_total", "draft tokens accepted", self.accepted_tokens),
+            (
+                "draftwise_generation_seconds_total",
+                "wall time of generations, prefill included",
+                self.generation_seconds,
+            ),
         )
         for name, help_text, counter in token_counters:
             _family(lines, name, "counter", help_text)
-            for model, value in sorted(counter.items()):
-                lines.append(_sample(name, value, model=model))
+            for model, amount in sorted(counter.items()):
+                lines.append(_sample(name, amount, model=model))
         self._render_ttft(lines)
         _render_runtime(lines, runtime_stats)
         return "\n".join(lines) + "\n"

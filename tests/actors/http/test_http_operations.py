@@ -48,6 +48,7 @@ async def test_metrics_parse_and_count_requests():
     assert samples[("draftwise_prompt_tokens_total", model)] == response.usage.prompt_tokens
     assert ("draftwise_drafted_tokens_total", model) in samples
     assert ("draftwise_accepted_tokens_total", model) in samples
+    assert samples[("draftwise_generation_seconds_total", model)] > 0
     ok = (("endpoint", "/v1/chat/completions"), ("status", "200"))
     rejected = (("endpoint", "/v1/chat/completions"), ("status", "400"))
     assert samples[("draftwise_http_requests_total", ok)] == 1
