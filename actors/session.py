@@ -13,14 +13,14 @@ caches are always at a round boundary when the request ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 import trio
 
-from draftwise.actors.cache_actor import SessionState, ask, common_prefix_length
+from draftwise.actors.cache_actor import SessionState, ask
 from draftwise.actors.drafting import RecordingTuner, drafter_uses_model, make_drafter
 from draftwise.actors.messages import (
     CacheGrew,
@@ -31,25 +31,19 @@ from draftwise.actors.messages import (
 )
 from draftwise.actors.runtime_errors import RuntimeRequestError
 from draftwise.actors.scheduler import Scheduler, run_step
+from draftwise.actors.session_prefill import SessionPrefill
 from draftwise.actors.session_steps import (
     SessionPrefiller,
     round_work,
     speculation_summary,
-    timed_work,
 )
 from draftwise.actors.tuner_actor import TunerActor
 from draftwise.protocol import Chunk, Done, ErrorCode, RoundStats, Usage
-from draftwise.runtime.cache import ModelCache
-from draftwise.runtime.errors import RollbackError
 from draftwise.runtime.generate import GenerationChunk, GenerationParams, Timings, generate_plain
-from draftwise.runtime.generate import prefill as prefill_tokens
 from draftwise.runtime.language_model import LanguageModel
 from draftwise.runtime.speculative import SpeculationStats, generate_speculative
 
 log = structlog.get_logger("draftwise.actors")
-
-# Rollback room of every session cache: the longest draft a request may ask for, plus two.
-CACHE_ROLLBACK = 18
 
 
 @dataclass
@@ -80,7 +74,7 @@ class RequestPlan:
     cancelled: bool = False
 
 
-class SessionRequest:
+class SessionRequest(SessionPrefill):
     """Run one `RequestPlan`, sending `Chunk`, then `Done` or a `RuntimeRequestError`."""
 
     def __init__(self, parts: RuntimeParts, plan: RequestPlan, replies: Any) -> None:
@@ -144,36 +138,6 @@ class SessionRequest:
                         caches_valid=caches_valid,
                     )
                 )
-
-    async def _fork(self, state: SessionState, source: SessionState) -> None:
-        """Copy the caches of ``source`` into this new session, then release ``source``."""
-
-        def copy_caches() -> tuple[ModelCache | None, ModelCache | None]:
-            # Snapshots share buffers until either side writes, so this copies no data.
-            target = None if source.target_cache is None else source.target_cache.snapshot()
-            draft = None if source.draft_cache is None else source.draft_cache.snapshot()
-            return target, draft
-
-        pin = source.request_id
-        try:
-            caches = await self._step(state, "prefill", copy_caches)
-            state.target_cache, state.draft_cache = caches
-            state.token_ids = list(source.token_ids)
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.parts.cache.inbox.send(
-                    SessionReleased(
-                        session_id=source.session_id,
-                        request_id=str(pin),
-                        token_ids=tuple(source.token_ids),
-                        caches_valid=True,
-                    )
-                )
-        self.log.info(
-            "session_forked",
-            source_session_id=source.session_id,
-            cached_tokens=len(state.cached_token_ids()),
-        )
 
     def _lease_message(self, reply: Any) -> SessionLeaseRequested:
         return SessionLeaseRequested(
@@ -258,67 +222,6 @@ class SessionRequest:
             timings,
             prefiller,
         )
-
-    async def _prefill_target(self, state: SessionState) -> Any:
-        model = self.parts.target.model
-        prompt = self.plan.prompt_ids
-        reuse = 0
-        if state.target_cache is not None:
-            reuse = min(common_prefix_length(prompt, state.cached_token_ids()), len(prompt) - 1)
-            try:
-                state.target_cache.rollback(reuse)
-            except RollbackError:
-                state.target_cache, reuse = None, 0
-        if state.target_cache is None:
-            state.target_cache = model.make_cache(max_rollback=CACHE_ROLLBACK)
-        self.cached_tokens = reuse
-        return await self._prefill_slices(state, model, state.target_cache, prompt[reuse:])
-
-    async def _prefill_draft(self, state: SessionState) -> None:
-        assert self.parts.draft is not None
-        model = self.parts.draft.model
-        prompt = self.plan.prompt_ids
-        reuse = 0
-        if state.draft_cache is not None:
-            held = state.token_ids[: state.draft_cache.kv_offset]
-            reuse = common_prefix_length(prompt, held)
-            try:
-                state.draft_cache.rollback(reuse)
-            except RollbackError:
-                state.draft_cache, reuse = None, 0
-        if state.draft_cache is None:
-            state.draft_cache = model.make_cache(max_rollback=CACHE_ROLLBACK)
-        await self._prefill_slices(state, model, state.draft_cache, prompt[reuse:])
-
-    def _trim_idle_draft_cache(self, state: SessionState) -> None:
-        """Cut a draft cache this request does not use to the prefix it shares with the prompt.
-
-        The session's token_ids change to this request's tokens on release,
-        so positions past the shared prefix would no longer match them.
-        """
-        if state.draft_cache is None:
-            return
-        held = state.token_ids[: state.draft_cache.kv_offset]
-        try:
-            state.draft_cache.rollback(common_prefix_length(self.plan.prompt_ids, held))
-        except RollbackError:
-            state.draft_cache = None
-            state.drafters.clear()
-
-    async def _prefill_slices(
-        self, state: SessionState, model: Any, cache: ModelCache, token_ids: Sequence[int]
-    ) -> Any:
-        logits = None
-        size = self.parts.prefill_chunk
-        for start in range(0, len(token_ids), size):
-            if self.plan.cancelled:
-                return None
-            piece = list(token_ids[start : start + size])
-            work = timed_work(prefill_tokens, model, cache, piece)
-            logits, seconds = await self._step(state, "prefill", work)
-            self.prefill_s += seconds
-            self.prefill_tokens += len(piece)
-        return logits
 
     async def _run_rounds(
         self, state: SessionState, chunks: Iterator[GenerationChunk], tuner: Any, stats: Any
