@@ -187,8 +187,24 @@ def run_serve(args: argparse.Namespace) -> int:
         from draftwise.runtime.log import configure_logging
 
         configure_logging(config.log_level)
-    trio.run(_serve_main, config)
+    try:
+        trio.run(_serve_main, config)
+    except BaseExceptionGroup as group:
+        # Nurseries wrap a start-up error; the CLI reports the one error it contains.
+        raise _sole_exception(group) from None
     return 0
+
+
+def _sole_exception(group: BaseExceptionGroup) -> BaseException:
+    leaves = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -220,9 +236,11 @@ async def _serve_main(config: ServeConfig) -> None:
 
     from draftwise.actors.runtime import Runtime
     from draftwise.actors.server import serve
+    from draftwise.actors.server_socket import check_socket_available
 
     socket_path = config.server.socket or default_socket_path()
     _make_socket_folder(socket_path)
+    check_socket_available(socket_path)
     allowed = {os.getuid(), *config.server.allow_uids}
     async with Runtime.open(runtime_config(config.runtime)) as runtime:
         async with trio.open_nursery() as nursery:

@@ -58,8 +58,8 @@ async def bind_unix_socket(path: str, *, mode: int, backlog: int = 128) -> Bound
     between bind() and listen(), so no client can connect while the file still
     has the umask's permissions.
     """
-    _check_path_length(path)
-    _remove_stale_socket(path)
+    if check_socket_available(path):
+        _remove_stale_socket(path)
 
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -114,6 +114,24 @@ def _getpeereid(fd: int) -> PeerCredentials:
     return PeerCredentials(uid=uid.value, gid=gid.value, pid=None)
 
 
+def check_socket_available(path: str) -> bool:
+    """Raise ServerStartError unless a server could bind `path`; return True for a stale socket.
+
+    Call it before slow start-up work, such as loading models, to fail early.
+    """
+    _check_path_length(path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ServerStartError(
+            f"{path} exists and is not a socket; remove it or pass another --socket path"
+        )
+    _raise_if_live(path)
+    return True
+
+
 def _check_path_length(path: str) -> None:
     length = len(os.fsencode(path))
     if length > MAX_SOCKET_PATH_BYTES:
@@ -123,23 +141,14 @@ def _check_path_length(path: str) -> None:
         )
 
 
-def _remove_stale_socket(path: str) -> None:
-    """Delete `path` if it is a socket that nobody accepts on; raise if a server is live there."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise ServerStartError(
-            f"{path} exists and is not a socket; remove it or pass another --socket path"
-        )
-
+def _raise_if_live(path: str) -> None:
+    """Raise ServerStartError when a server accepts connections on the socket `path`."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(_LIVENESS_PROBE_TIMEOUT_S)
     try:
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
-        pass
+        return
     except TimeoutError:
         # A full backlog still means a live server.
         raise ServerStartError(
@@ -147,17 +156,20 @@ def _remove_stale_socket(path: str) -> None:
             f"{_LIVENESS_PROBE_TIMEOUT_S} s); stop it or pass another --socket path"
         ) from None
     except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise ServerStartError(
-                f"cannot check whether a server owns {path}: {exc.strerror}"
-            ) from exc
-    else:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return
         raise ServerStartError(
-            f"a server is already listening on {path}; stop it or pass another --socket path"
-        )
+            f"cannot check whether a server owns {path}: {exc.strerror}"
+        ) from exc
     finally:
         probe.close()
+    raise ServerStartError(
+        f"a server is already listening on {path}; stop it or pass another --socket path"
+    )
 
+
+def _remove_stale_socket(path: str) -> None:
+    """Delete the socket file `path`, which `check_socket_available` found stale."""
     # NOTE: two servers started at the same instant can both find the file stale, and
     # then the later one unlinks the socket the earlier one has just bound.
     try:

@@ -118,6 +118,7 @@ def test_cli_second_server_on_live_socket_refused(served, tiny_gguf):
     result = _cli("serve", "--socket", socket_path, "--model", tiny_gguf)
     assert result.returncode == 1
     assert "already listening" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_cli_no_server_exit_code(socket_dir):
