@@ -26,6 +26,8 @@ from draftwise.runtime.language_model import LanguageModel
 from draftwise.runtime.loading.chat_template import render_chat_template
 
 MODEL = "tiny"
+TARGET = "qwen2.5-coder:1.5b"
+DRAFT = "qwen2.5-coder:0.5b"
 
 # A compact template in the shape of Qwen 2.5's: tools listed in a system turn,
 # assistant tool calls as <tool_call> JSON, tool results as <tool_response>.
@@ -241,3 +243,23 @@ def _open(request: urllib.request.Request) -> tuple:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+_loaded: dict[str, LanguageModel] = {}
+
+
+def load_or_skip(name: str) -> LanguageModel:
+    """Load a real model once per test session, or skip saying how to install it."""
+    import pytest
+
+    from draftwise.runtime.errors import ModelNotFoundError
+    from draftwise.runtime.language_model import load_language_model
+
+    if name not in _loaded:
+        try:
+            _loaded[name] = load_language_model(name)
+        except ModelNotFoundError as error:
+            pytest.skip(
+                f"real model {name} is not installed ({error}); run `draftwise pull {name}`"
+            )
+    return _loaded[name]

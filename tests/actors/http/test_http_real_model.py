@@ -11,39 +11,21 @@ import anthropic
 import openai
 import pytest
 import trio
-from http_fakes import in_thread
+from http_fakes import DRAFT, TARGET, in_thread, load_or_skip
 
 from draftwise.actors.http import serve_http
 from draftwise.actors.http.tool_calls import OPEN_TAG
 from draftwise.actors.runtime import Runtime, RuntimeConfig
 from draftwise.runtime.engine import Engine
-from draftwise.runtime.errors import ModelNotFoundError
 from draftwise.runtime.generate import GenerationParams
 
 pytestmark = pytest.mark.slow
 
-TARGET = "qwen2.5-coder:1.5b"
-DRAFT = "qwen2.5-coder:0.5b"
 MESSAGES = [
     {"role": "system", "content": "You are a coding assistant. Reply with code only."},
     {"role": "user", "content": "Write a Python function square(x)."},
 ]
 MAX_TOKENS = 16
-
-_loaded: dict[str, object] = {}
-
-
-def load_or_skip(name: str):
-    from draftwise.runtime.language_model import load_language_model
-
-    if name not in _loaded:
-        try:
-            _loaded[name] = load_language_model(name)
-        except ModelNotFoundError as error:
-            pytest.skip(
-                f"real model {name} is not installed ({error}); run `draftwise pull {name}`"
-            )
-    return _loaded[name]
 
 
 @pytest.fixture
