@@ -20,7 +20,7 @@ from draftwise.runtime.errors import DraftwiseError
 log = structlog.get_logger("draftwise.actors", actor="server")
 
 MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
-"""Longest AF_UNIX path the kernel accepts: sun_path holds 108 bytes on Linux,
+"""Longest AF_UNIX path the kernel accepts: sun_path has room for 108 bytes on Linux,
 104 on macOS and the BSDs, including the terminating NUL."""
 
 _LIVENESS_PROBE_TIMEOUT_S = 1.0

@@ -22,9 +22,12 @@ from draftwise.protocol import Chunk, Client, Done
 STARTUP_TIMEOUT_S = 120
 
 
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, timeout: float = 300, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "draftwise.actors.cli", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -86,6 +89,19 @@ def test_cli_generate_and_stats_over_socket(served):
     counters = json.loads(stats.stdout)
     assert counters["finished_requests"] >= 2
     assert counters["active_requests"] == 0
+
+
+def test_cli_chat_over_socket_reuses_session(served):
+    _, socket_path = served
+    result = _cli("chat", "--socket", socket_path, "--max-tokens", "4",
+                  stdin="first turn\nsecond turn\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") >= 2
+
+    stats = json.loads(_cli("stats", "--socket", socket_path, "--json").stdout)
+    assert stats["finished_requests"] == 2
+    assert stats["active_sessions"] == 1
+    assert stats["cached_tokens"] > 0
 
 
 def test_cli_generate_bad_request_exit_code(served):
