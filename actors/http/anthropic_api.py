@@ -44,7 +44,7 @@ def _tool_result_text(block: ToolResultBlock) -> str:
 
 
 def _user_turns(message: MessageIn) -> list[dict[str, Any]]:
-    """A user message's blocks in order: tool results become ``tool`` turns."""
+    """Convert a user message's blocks in order, tool results to ``tool`` turns."""
     if isinstance(message.content, str):
         return [{"role": "user", "content": message.content}]
     turns: list[dict[str, Any]] = []

@@ -1,8 +1,8 @@
 """Request body of the Anthropic-compatible ``POST /v1/messages``, validated at decode time.
 
-Content blocks are a tagged union on ``type``: text, tool_use and tool_result
-are served; image and document blocks decode so that the error can name them,
-and any other type fails decoding with its path. ``cache_control`` marks are
+Content blocks are a tagged union on ``type``. Text, tool_use and tool_result
+blocks are served. Image and document blocks decode only so that the error can
+name them, and any other type fails decoding with its path. ``cache_control`` marks are
 accepted and change nothing, at block and request level, because the gateway
 reuses cached prefixes on its own. Unknown fields are rejected.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,6 +18,8 @@ from draftwise.actors.http.errors import ApiError, ApiFlavor, error_body
 from draftwise.actors.http.handlers import Gateway
 from draftwise.actors.http.metrics import CONTENT_TYPE, GatewayMetrics
 from draftwise.protocol.request_messages import Speculation
+
+log = structlog.get_logger("draftwise.http")
 
 
 def _flavor_of(path: str) -> ApiFlavor:
@@ -43,6 +46,7 @@ class ApiKeyMiddleware:
             code="invalid_api_key",
         )
         self.metrics.record_http(scope["path"], 401)
+        log.info("request_unauthorized", actor="http", path=scope["path"])
         response = JSONResponse(error_body(error, _flavor_of(scope["path"])), status_code=401)
         await response(scope, receive, send)
 

@@ -1,7 +1,7 @@
 """One gateway request's run on the runtime, independent of the API shape.
 
 `prepare_generation` checks the model, counts the prompt's tokens against the
-context and builds the `GenerateRequest`; `Generation.text_deltas` drives
+context and builds the `GenerateRequest`. `Generation.text_deltas` drives
 `Runtime.generate` with prefix reuse, records time to first token and the
 speculation counts, and feeds the gateway metrics.
 """
@@ -35,7 +35,7 @@ log = structlog.get_logger("draftwise.http")
 
 @dataclass(frozen=True)
 class GenerationSpec:
-    """What a route asks the runtime for, after translating its API's request."""
+    """A route's request to the runtime, translated from its API's body."""
 
     prompt: str
     model: str
@@ -124,8 +124,8 @@ def _check_stop_strings(stop: list[str]) -> None:
 class Generation:
     """One run of `Runtime.generate` for a gateway request.
 
-    After `text_deltas` is exhausted, `done` holds the runtime's `Done`. An
-    error before or during the run is raised as `ApiError`; closing the
+    After `text_deltas` is exhausted, `done` contains the runtime's `Done`. An
+    error before or during the run is raised as `ApiError`. Closing the
     iterator early (a client disconnect) cancels the runtime request.
     """
 
@@ -170,7 +170,7 @@ class Generation:
             self._log_finished(endpoint, outcome)
 
     def stats(self) -> dict[str, Any]:
-        """The request's `draftwise` object: tokens, cache reuse, speculation and timing."""
+        """Return the request's `draftwise` object: tokens, cache reuse, speculation, timing."""
         done = self.done
         usage = done.usage if done else None
         speculation = done.speculation if done else None

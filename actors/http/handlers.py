@@ -1,4 +1,4 @@
-"""What every API route shares: the gateway state, error rendering and prompt rendering."""
+"""Shared parts of the API routes: the gateway state, error rendering and prompt rendering."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def api_route(flavor: ApiFlavor, endpoint: str) -> Callable[[Handler], Callable[
     """Wrap a handler: errors become ``flavor``-shaped JSON bodies, statuses are counted.
 
     A handler that fails after its stream began reports the error as a stream
-    event itself; this wrapper only sees errors raised before a response exists.
+    event itself, so this wrapper only catches errors raised before a response exists.
     """
 
     def decorate(handler: Handler) -> Callable[[Request], Awaitable[AnyResponse]]:
@@ -63,7 +63,16 @@ def api_route(flavor: ApiFlavor, endpoint: str) -> Callable[[Handler], Callable[
                     error=error.message,
                 )
             except DraftwiseError as error:
-                response = error_response(from_runtime_error(error), flavor)
+                api_error = from_runtime_error(error)
+                response = error_response(api_error, flavor)
+                log.warning(
+                    "runtime_rejected_request",
+                    actor="http",
+                    endpoint=endpoint,
+                    status=api_error.status,
+                    code=api_error.code,
+                    error=api_error.message,
+                )
             status = 200 if isinstance(response, EventStreamResponse) else response.status_code
             gateway.metrics.record_http(endpoint, status)
             return response

@@ -1,7 +1,7 @@
 """Gateway counters and their Prometheus text exposition (format 0.0.4).
 
 The gateway counts requests, tokens and speculation per finished generation
-and keeps a time-to-first-token histogram; gauges that describe the runtime
+and keeps a time-to-first-token histogram. Gauges that describe the runtime
 now (active requests and sessions, cache bytes, draft length per model) are
 read from `Runtime.stats()` at scrape time.
 """

@@ -1,8 +1,8 @@
 """Translate OpenAI chat and text completion requests and build their responses.
 
-Requests become template messages (the Hugging Face chat-template form: tool
-calls with their arguments as objects, tool results as ``tool`` turns) and a
-`GenerationSpec`; outputs become ``chat.completion`` or ``text_completion``
+Requests become a `GenerationSpec` and template messages in the Hugging Face
+chat-template form, with tool-call arguments as objects and tool results as
+``tool`` turns. Outputs become ``chat.completion`` or ``text_completion``
 bodies and stream chunks. Nothing here touches the network.
 """
 

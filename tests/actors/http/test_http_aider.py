@@ -1,9 +1,9 @@
 """aider on one polyglot exercise through the gateway, speculation auto against off.
 
-A benchmark run more than a test: it needs aider (DRAFTWISE_AIDER, else
-`aider` on PATH; install aider-chat in its own virtualenv), the workload file
-(DRAFTWISE_WORKLOAD, a JSONL of prompts with aider's whole-file edit format)
-and the real Qwen pair, and skips saying which is missing. It prints the
+This is a benchmark run more than a test. It needs aider (DRAFTWISE_AIDER, else
+`aider` on PATH, installed in its own virtualenv), the workload file
+(DRAFTWISE_WORKLOAD, a JSONL of prompts in aider's whole-file edit format) and
+the real Qwen pair. It skips, naming what is missing, without them. It prints the
 session's decode speed per mode and asserts that both modes edit the files
 identically, because greedy speculative decoding must not change the output.
 """

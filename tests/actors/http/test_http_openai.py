@@ -136,7 +136,7 @@ async def test_second_turn_reports_cached_tokens():
             )
 
     # The runtime never runs the last sampled token (EOS, or the one that reached
-    # max_tokens) through the model, so the cache holds all output tokens but it.
+    # max_tokens) through the model, so the cache contains every output token but that one.
     first_total = first.usage.prompt_tokens + first.usage.completion_tokens - 1
     assert second.usage.prompt_tokens > first_total
     assert second.usage.prompt_tokens_details.cached_tokens >= first_total
