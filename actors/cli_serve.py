@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -19,12 +18,9 @@ import msgspec
 from draftwise.actors.cli import DEFAULT_TARGET, _add_sampling_options, _read_messages
 from draftwise.actors.server_config import (
     ConfigError,
-    ServeConfig,
     default_socket_path,
     load_serve_config,
     parse_socket_mode,
-    read_api_key,
-    runtime_config,
 )
 from draftwise.protocol import (
     ChatMessage,
@@ -154,6 +150,11 @@ def _add_serve(subparsers: Any) -> None:
         help="on SIGTERM or SIGINT, seconds to let running requests finish before they are "
         "cancelled (default 30)",
     )
+    _add_http_options(serve)
+    serve.set_defaults(func=run_serve)
+
+
+def _add_http_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--http",
         metavar="HOST:PORT",
@@ -171,12 +172,13 @@ def _add_serve(subparsers: Any) -> None:
         default=None,
         help="let --http bind a non-loopback address (needs an API key)",
     )
-    serve.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Load the models, then serve until SIGTERM or SIGINT."""
     import trio
+
+    from draftwise.actors.server_main import run_server
 
     try:
         config = load_serve_config(args.config, _serve_overrides(args))
@@ -188,7 +190,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
         configure_logging(config.log_level)
     try:
-        trio.run(_serve_main, config)
+        trio.run(run_server, config)
     except BaseExceptionGroup as group:
         # Nurseries wrap a start-up error; the CLI reports the one error it contains.
         raise _sole_exception(group) from None
@@ -229,65 +231,6 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "allow_remote": args.allow_remote,
     }
     return {"server": server, "runtime": runtime, "http": http}
-
-
-async def _serve_main(config: ServeConfig) -> None:
-    import trio
-
-    from draftwise.actors.runtime import Runtime
-    from draftwise.actors.server import serve
-    from draftwise.actors.server_socket import check_socket_available
-
-    socket_path = config.server.socket or default_socket_path()
-    _make_socket_folder(socket_path)
-    check_socket_available(socket_path)
-    allowed = {os.getuid(), *config.server.allow_uids}
-    async with Runtime.open(runtime_config(config.runtime)) as runtime:
-        async with trio.open_nursery() as nursery:
-            if config.http.listen is not None:
-                await nursery.start(_serve_http, runtime, config)
-            await serve(
-                runtime,
-                socket_path,
-                socket_mode=config.server.socket_mode,
-                allowed_uids=allowed,
-                drain_timeout_s=config.server.drain_timeout_s,
-                limits=config.server.limits(),
-            )
-            nursery.cancel_scope.cancel()
-
-
-async def _serve_http(runtime: Any, config: ServeConfig, *, task_status: Any) -> None:
-    try:
-        from draftwise.actors.http import serve_http
-    except ImportError as error:
-        raise ConfigError(
-            f"--http needs the HTTP gateway, which failed to import ({error}); install "
-            f"draftwise with its HTTP dependencies or drop --http"
-        ) from error
-    assert config.http.listen is not None
-    host, port = _split_host_port(config.http.listen)
-    await serve_http(
-        runtime,
-        host=host,
-        port=port,
-        api_key=read_api_key(config.http.api_key_file),
-        allow_remote=config.http.allow_remote,
-        task_status=task_status,
-    )
-
-
-def _split_host_port(listen: str) -> tuple[str, int]:
-    host, separator, port_text = listen.rpartition(":")
-    if not separator or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"--http '{listen}' is not HOST:PORT; write it like 127.0.0.1:8080")
-    return host.strip("[]"), int(port_text)
-
-
-def _make_socket_folder(socket_path: str) -> None:
-    """Create the socket's folder, owner-only, when it does not exist yet."""
-    folder = os.path.dirname(socket_path) or "."
-    os.makedirs(folder, mode=0o700, exist_ok=True)
 
 
 def run_stats(args: argparse.Namespace) -> int:
