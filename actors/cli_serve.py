@@ -190,10 +190,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
         configure_logging(config.log_level)
     try:
-        trio.run(run_server, config)
-    except BaseExceptionGroup as group:
-        # Nurseries wrap a start-up error; the CLI reports the one error it contains.
-        raise _sole_exception(group) from None
+        try:
+            trio.run(run_server, config)
+        except BaseExceptionGroup as group:
+            # Nurseries wrap a start-up error; the CLI reports the one error it contains.
+            raise _sole_exception(group) from None
+    except ConfigError as error:
+        print(f"draftwise: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
