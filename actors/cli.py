@@ -183,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     from draftwise.actors.bench_cli import add_bench_command
 
     add_bench_command(subparsers)
+    from draftwise.actors.cli_launch import add_launch_commands
+    from draftwise.actors.cli_train import add_train_commands
+
+    add_launch_commands(subparsers)
+    add_train_commands(subparsers)
     return parser
 
 
