@@ -121,6 +121,8 @@ def run_launch_aider(args: argparse.Namespace) -> int:
     command = aider_command(aider, info, model, aider_args)
     env = {**os.environ, "OPENAI_API_BASE": info.base_url + "/v1"}
     env["OPENAI_API_KEY"] = api_key or LOCAL_KEY
+    # litellm (inside aider) otherwise downloads its model price list at start.
+    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     print(f"draftwise: running aider on {model} at {info.base_url}", file=sys.stderr)
 
     if server is None or args.keep_server:

@@ -48,15 +48,23 @@ async def run_until_disconnect(
     consumes the remaining receive messages.
     """
     result: list[ResultT] = []
+    failure: list[Exception] = []
 
     async def run_work(cancel_scope: trio.CancelScope) -> None:
-        result.append(await work())
+        try:
+            result.append(await work())
+        except Exception as error:
+            # Raised below, outside the nursery, so callers catch it as itself
+            # instead of inside an exception group.
+            failure.append(error)
         cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_work, nursery.cancel_scope)
         await _wait_for_disconnect(receive)
         nursery.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
     return result[0] if result else None
 
 

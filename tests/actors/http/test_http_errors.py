@@ -325,3 +325,47 @@ def test_check_bind_accepts_loopback(host):
 
 def test_check_bind_accepts_remote_with_key():
     check_bind("0.0.0.0", api_key="secret", allow_remote=True)
+
+
+class FailingModel:
+    """Delegate to ``inner`` until ``after_calls`` forward passes, then raise."""
+
+    def __init__(self, inner, after_calls: int) -> None:
+        self.inner = inner
+        self.after_calls = after_calls
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, token_ids, cache, **kw):
+        self.calls += 1
+        if self.calls > self.after_calls:
+            raise RuntimeError("injected fault in the forward pass")
+        return self.inner(token_ids, cache, **kw)
+
+
+async def test_runtime_failure_mid_generation_shapes():
+    model = FailingModel(ScriptedModel(tiny_model(seed=0), lambda prompt: SCRIPT), after_calls=3)
+    async with running_gateway(model) as gateway:
+        body = {"model": MODEL, "messages": USER, "max_tokens": 50}
+        status, raw = await in_thread(post, gateway.v1 + "/chat/completions", body)
+        api = openai.OpenAI(base_url=gateway.v1, api_key="unused", max_retries=0, timeout=60)
+        reader = StreamReader(
+            lambda: api.chat.completions.create(**body, stream=True)  # type: ignore[arg-type]
+        )
+        reader.start()
+        await in_thread(reader.join, 60)
+        anthropic_status, anthropic_raw = await in_thread(
+            post, gateway.base_url + "/v1/messages", body
+        )
+        health = json.loads((await in_thread(get, gateway.base_url + "/health"))[1])
+
+    assert status == 500
+    assert json.loads(raw)["error"]["type"] == "server_error"
+    assert "injected fault" in json.loads(raw)["error"]["message"]
+    assert isinstance(reader.error, openai.APIError)
+    assert "injected fault" in str(reader.error)
+    assert anthropic_status == 500
+    assert json.loads(anthropic_raw)["error"]["type"] == "api_error"
+    assert health["active_requests"] == 0
