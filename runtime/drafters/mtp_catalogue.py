@@ -39,7 +39,8 @@ SHIPPED = {
             name="qwen2.5-coder:1.5b-mtp",
             target="qwen2.5-coder:1.5b",
             filename="qwen2.5-coder-1.5b-mtp.safetensors",
-            sha256="",
+            # Digest of the file trained as docs/mtp.md records.
+            sha256="9d6106987d398b3b9d23f505669dbf6d94e54355e47285df3410f7c538732fe3",
         ),
     )
 }

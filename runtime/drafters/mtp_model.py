@@ -45,7 +45,7 @@ def attend_target(
     Shapes: ``queries`` ``[heads, n, head_dim]``, ``keys`` and ``values``
     ``[kv_heads, length, head_dim]``.
 
-    ``mask`` ``[n, length]`` (True: visible) or None when every row sees every key.
+    ``mask`` ``[n, length]`` (True: visible), or None when every key is visible to every row.
     Returns ``[n, heads * head_dim]``.
     """
     heads, rows, head_dim = queries.shape
@@ -121,7 +121,7 @@ def mtp_step(
 
 
 def parameter_shapes(config: MTPConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every trainable tensor, by name."""
+    """Return the shape of every trainable tensor, by name."""
     d, b = config.hidden_size, config.backbone_hidden_size
     attn = config.num_attention_heads * config.head_dim
     shapes: dict[str, tuple[int, ...]] = {
@@ -144,7 +144,7 @@ def parameter_shapes(config: MTPConfig) -> dict[str, tuple[int, ...]]:
 
 
 def random_parameters(config: MTPConfig, seed: int = 0, scale: float = 0.5) -> Params:
-    """Random parameters (for tests): norms near one, matrices scaled by fan-in."""
+    """Return random parameters for tests: norms near one, matrices scaled by fan-in."""
     key = mx.random.key(seed)
     params: Params = {}
     for name, shape in parameter_shapes(config).items():

@@ -69,14 +69,27 @@ def choose_candidates(
     return np.array(sorted(chosen[:size]), dtype=np.int32)
 
 
-def parameters_from_target(config: MTPConfig, target: Any, seed: int) -> Params:
+def parameters_from_target(
+    config: MTPConfig,
+    target: Any,
+    seed: int,
+    embedding_gain: float = 1.0,
+    logit_scale: float = 1.0,
+    branch_scale: float = 1.0,
+) -> Params:
     """Seed the drafter from the target's last decoder layer where shapes allow.
 
     With ``hidden_size == backbone_hidden_size`` the attention's query and
     output projections, the norms and the strongest ``intermediate_size``
-    MLP units come from the target layer ``target_kv_layer``; the input
-    projection starts as the sum of embedding and hidden state and the
-    output projection as the identity. Other shapes start random.
+    MLP units come from the target layer ``target_kv_layer``. The input
+    projection starts as ``embedding_gain`` times the embedding plus the
+    hidden state, and the output projection as the identity. The final norm
+    is the target's scaled by ``logit_scale``: a value below one starts the
+    drafter unsure instead of confidently repeating the hidden state's own
+    prediction. The attention and MLP output projections are scaled by
+    ``branch_scale``: the target layer's outputs are sized for its own
+    residual stream and, at full size, swamp the drafter's input. Other
+    shapes start random.
     """
     params = random_parameters(config, seed)
     if config.hidden_size != config.backbone_hidden_size:
@@ -84,9 +97,9 @@ def parameters_from_target(config: MTPConfig, target: Any, seed: int) -> Params:
     w = target.weights
     size = config.hidden_size
     eye = mx.eye(size, dtype=mx.float32)
-    params["pre_projection.weight"] = mx.concatenate([eye, eye], axis=1)
+    params["pre_projection.weight"] = mx.concatenate([embedding_gain * eye, eye], axis=1)
     params["post_projection.weight"] = eye
-    params["norm.weight"] = dense(w["output_norm.weight"])
+    params["norm.weight"] = logit_scale * dense(w["output_norm.weight"])
     source = f"blk.{config.target_kv_layer}."
     gate, up, down = (
         dense(w[source + n]) for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
@@ -99,13 +112,21 @@ def parameters_from_target(config: MTPConfig, target: Any, seed: int) -> Params:
         params[p + "self_attn.q_proj.weight"] = dense(w[source + "attn_q.weight"])
         if config.attention_bias and source + "attn_q.bias" in w:
             params[p + "self_attn.q_proj.bias"] = dense(w[source + "attn_q.bias"])
-        params[p + "self_attn.o_proj.weight"] = dense(w[source + "attn_output.weight"])
+        params[p + "self_attn.o_proj.weight"] = branch_scale * dense(
+            w[source + "attn_output.weight"]
+        )
         params[p + "pre_feedforward_layernorm.weight"] = dense(w[source + "ffn_norm.weight"])
         params[p + "mlp.gate_proj.weight"] = gate[units]
         params[p + "mlp.up_proj.weight"] = up[units]
-        params[p + "mlp.down_proj.weight"] = down[:, units]
+        params[p + "mlp.down_proj.weight"] = branch_scale * down[:, units]
     shapes = parameter_shapes(config)
     for name, value in params.items():
         assert tuple(value.shape) == shapes[name], f"{name}: {value.shape} vs {shapes[name]}"
     mx.eval(list(params.values()))
     return params
+
+
+def root_mean_square(arrays: list[mx.array]) -> float:
+    total = sum(mx.sum(a * a).item() for a in arrays)
+    count = sum(a.size for a in arrays)
+    return (total / max(count, 1)) ** 0.5

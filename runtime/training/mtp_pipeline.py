@@ -35,6 +35,7 @@ from draftwise.runtime.training.mtp_init import (
     count_tokens,
     dense,
     parameters_from_target,
+    root_mean_square,
 )
 from draftwise.runtime.training.mtp_train import Trainer, TrainSettings
 
@@ -43,7 +44,10 @@ EVAL_POSITIONS = 4
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    """What to extract and how large a drafter to build; ``train`` holds the optimiser's part."""
+    """Settings of what to extract and how large a drafter to build.
+
+    ``train`` contains the optimiser's settings.
+    """
 
     target: str
     out_dir: Path
@@ -54,6 +58,8 @@ class PipelineSettings:
     candidates: int = 4096
     intermediate_size: int = 1536
     num_hidden_layers: int = 1
+    logit_scale: float = 0.25
+    branch_scale: float = 0.1
     workload: Path | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -99,7 +105,20 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
     coverage = candidate_coverage(eval_windows or train_windows, candidate_ids)
     log(f"candidates cover {coverage:.3f} of the target's held-out choices")
 
-    params = parameters_from_target(config, target, settings.train.seed)
+    # Weigh the embedding like the hidden state, so the first draft does not
+    # just repeat what the hidden state already predicts (the newest token).
+    gain = root_mean_square([w.hidden for w in train_windows]) / root_mean_square(
+        [w.embeddings for w in train_windows]
+    )
+    log(f"embedding gain {gain:.2f}, logit scale {settings.logit_scale}")
+    params = parameters_from_target(
+        config,
+        target,
+        settings.train.seed,
+        embedding_gain=gain,
+        logit_scale=settings.logit_scale,
+        branch_scale=settings.branch_scale,
+    )
     # Positions past the trained steps are measured too: drafting chains on.
     steps = max(settings.train.draft_steps, EVAL_POSITIONS)
 
@@ -145,13 +164,13 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
 
 
 def candidate_coverage(windows: list[Any], candidate_ids: np.ndarray) -> float:
-    """The fraction of the target's choices in ``windows`` that are candidates."""
+    """Return the fraction of the target's choices in ``windows`` that are candidates."""
     choices = np.concatenate([w.target_ids for w in windows]) if windows else np.zeros(0)
     return float(np.isin(choices, candidate_ids).mean()) if len(choices) else 0.0
 
 
 def dense_rows(head: Any, candidate_ids: np.ndarray) -> mx.array:
-    """The output-head rows of ``candidate_ids`` as a float32 matrix."""
+    """Return the output-head rows of ``candidate_ids`` as a float32 matrix."""
     result = dense(gather_head_rows(head, mx.array(candidate_ids)))
     mx.eval(result)
     return result
