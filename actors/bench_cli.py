@@ -48,7 +48,7 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument(
         "--drafter",
         default="auto",
-        choices=["auto", "draft_model", "ngram"],
+        choices=["auto", "draft_model", "ngram", "mtp"],
         help="drafter for the speculative modes (default auto)",
     )
     bench.add_argument(
@@ -113,7 +113,7 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
         run_workload,
         write_plot,
     )
-    from draftwise.runtime.engine import Engine
+    from draftwise.actors.cli import load_engine
     from draftwise.runtime.language_model import load_language_model
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -127,8 +127,7 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"--ids names prompts not in {args.workload}: {', '.join(missing)}")
     target = load_language_model(args.model, store_dir=args.store)
-    draft = load_language_model(args.draft, store_dir=args.store) if args.draft else None
-    engine = Engine(target, draft, args.drafter, args.draft_head_rows)
+    engine = load_engine(target, args.draft, args.drafter, args.draft_head_rows, args.store)
     results = run_workload(engine, rows, modes, args.max_tokens)
     results.update(
         {

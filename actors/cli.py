@@ -29,15 +29,16 @@ def _add_model_options(parser: argparse.ArgumentParser, *, draft_default: str | 
         "--draft",
         default=draft_default,
         metavar="NAME",
-        help="draft model for speculative decoding, same tokenizer as the target"
+        help="draft model for speculative decoding, same tokenizer as the target, or an MTP "
+        "drafter such as qwen2.5-coder:1.5b-mtp"
         + (f" (default {draft_default})" if draft_default else " (default: none)"),
     )
     parser.add_argument(
         "--drafter",
         default="auto",
-        choices=["auto", "draft_model", "ngram"],
+        choices=["auto", "draft_model", "ngram", "mtp"],
         help="what proposes tokens: auto picks per round among n-gram drafts and the draft "
-        "model; draft_model or ngram use one of them (default auto)",
+        "model or MTP drafter; draft_model, ngram or mtp use one of them (default auto)",
     )
     parser.add_argument(
         "--draft-head-rows",
@@ -254,15 +255,34 @@ def _params(args: argparse.Namespace) -> Any:
 
 
 def _load_engine(args: argparse.Namespace) -> Any:
-    from draftwise.runtime.engine import Engine
     from draftwise.runtime.language_model import load_language_model
 
     model = args.model or DEFAULT_TARGET
     target = load_language_model(model, store_dir=args.store, policy=args.policy)
-    draft = None
-    if args.draft:
-        draft = load_language_model(args.draft, store_dir=args.store, policy=args.policy)
-    return Engine(target, draft, args.drafter, args.draft_head_rows)
+    return load_engine(
+        target, args.draft, args.drafter, args.draft_head_rows, args.store, args.policy
+    )
+
+
+def load_engine(
+    target: Any,
+    draft: str | None,
+    drafter: str,
+    draft_head_rows: int | None,
+    store: str | None,
+    policy: str = "auto",
+) -> Any:
+    """Build an Engine whose ``draft`` is a draft model or an MTP drafter, by name or path."""
+    from draftwise.runtime.drafters.mtp_catalogue import is_mtp_drafter, load_mtp_drafter
+    from draftwise.runtime.engine import Engine
+    from draftwise.runtime.language_model import load_language_model
+
+    if draft and is_mtp_drafter(draft):
+        return Engine(target, None, drafter, draft_head_rows, mtp=load_mtp_drafter(draft))
+    draft_model = None
+    if draft:
+        draft_model = load_language_model(draft, store_dir=store, policy=policy)
+    return Engine(target, draft_model, drafter, draft_head_rows)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
