@@ -15,6 +15,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from draftwise.runtime.arrays import scalar_int
 from draftwise.runtime.drafters.base import DraftProposal
 from draftwise.runtime.generate import (
     GenerationParams,
@@ -56,7 +57,7 @@ def unlikely_token(target: LanguageModel, prompt_ids: Sequence[int]) -> int:
     rejected; the benchmark reports accepted tokens, so an exception shows.
     """
     _, logits = fresh_prefill(target.model, prompt_ids, 2)
-    return int(mx.argmin(logits.reshape(-1)).item())
+    return scalar_int(mx.argmin(logits.reshape(-1)))
 
 
 def bench_wrong_drafter(

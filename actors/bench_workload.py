@@ -103,12 +103,14 @@ def diagnose_divergence(
     """
     import mlx.core as mx
 
+    from draftwise.runtime.arrays import float_list, scalar_float
+
     _, logits = fresh_prefill(engine.target.model, [*prompt_ids, *plain_ids[:position]], 2)
     row = logits.reshape(-1)
     plain_token = plain_ids[position] if position < len(plain_ids) else None
     other_token = other_ids[position] if position < len(other_ids) else None
     values = {
-        name: float(row[token].item())
+        name: scalar_float(row[token])
         for name, token in (("plain", plain_token), ("speculative", other_token))
         if token is not None
     }
@@ -123,7 +125,7 @@ def diagnose_divergence(
         "speculative_token": other_token,
         "logits": values,
         "logit_gap": gap,
-        "top2_logits": sorted((float(v) for v in top2.tolist()), reverse=True),
+        "top2_logits": sorted(float_list(top2), reverse=True),
         "cause": cause,
     }
 
