@@ -32,7 +32,7 @@ namespace {
 
 constexpr int kColumns = 4;     // columns per register tile
 constexpr int kRowBlock = 16;   // rows sharing one unpacked weight chunk
-constexpr int kSingleRowColumns = 2;  // columns per tile when m == 1
+constexpr int kDirectMaxRows = 8;   // up to here weights unpack in registers
 constexpr int64_t kTaskColumns = 64;
 
 float hsum(__m256 v) {
@@ -157,6 +157,15 @@ __m256i join_halves(__m256i low, __m256i high) {
   return _mm256_add_epi32(kept, _mm256_permute2x128_si256(other, other, 0x01));
 }
 
+// Lane j: the sum of v[j]'s 8 int32 lanes, that is block j's dot.
+[[gnu::always_inline]] inline __m256i gather_dots(const __m256i (&v)[kChunkBlocks]) {
+  const __m256i low = combine32<0xCC, 0x4E>(combine32<0xAA, 0xB1>(v[0], v[1]),
+                                            combine32<0xAA, 0xB1>(v[2], v[3]));
+  const __m256i high = combine32<0xCC, 0x4E>(combine32<0xAA, 0xB1>(v[4], v[5]),
+                                             combine32<0xAA, 0xB1>(v[6], v[7]));
+  return join_halves(low, high);
+}
+
 // The 8 block dots of one chunk, lane j holding block j, as exact int32.
 template <int Bits, class Weights>
 [[gnu::always_inline]] inline __m256i chunk_dots(const Weights& w, const int8_t* x) {
@@ -174,11 +183,7 @@ template <int Bits, class Weights>
                                ones);
     }
   }
-  const __m256i low = combine32<0xCC, 0x4E>(combine32<0xAA, 0xB1>(v[0], v[1]),
-                                            combine32<0xAA, 0xB1>(v[2], v[3]));
-  const __m256i high = combine32<0xCC, 0x4E>(combine32<0xAA, 0xB1>(v[4], v[5]),
-                                             combine32<0xAA, 0xB1>(v[6], v[7]));
-  return join_halves(low, high);
+  return gather_dots(v);
 }
 
 // sum_g bias'[n, g] * xsum[m, g], in increasing g over 8-lane vectors.
@@ -242,55 +247,98 @@ void column_tile(const QmmProblem& p, const PreparedRows& prepared, int64_t m0, 
   }
 }
 
-// Columns [n0, n0 + NR) for the single row m: full chunks unpack in
-// registers, a last partial chunk goes through ChunkWeights.
-template <int Bits, int NR>
-void single_row_tile(const QmmProblem& p, const PreparedRows& prepared, int64_t m, int64_t n0) {
+// Columns [n0, n0 + NR) for rows [m0, m0 + MR), few rows: full chunks unpack
+// each weight block in registers once for all MR rows; a last partial chunk
+// goes through ChunkWeights. The integer dots, and so every float step,
+// equal those of column_tile.
+template <int Bits, int MR, int NR>
+void direct_tile(const QmmProblem& p, const PreparedRows& prepared, int64_t m0, int64_t n0) {
   const int64_t full_chunks = p.k / kBlock / kChunkBlocks;
   const int64_t row_bytes = p.k * Bits / 8;
   const auto* weight = reinterpret_cast<const uint8_t*>(p.weight);
-  const int8_t* x = prepared.x(m);
-  const float* d = prepared.block_scale(m);
-  __m256 acc[NR];
-  for (int c = 0; c < NR; ++c) {
-    acc[c] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MR][NR];
+  for (int r = 0; r < MR; ++r) {
+    for (int c = 0; c < NR; ++c) {
+      acc[r][c] = _mm256_setzero_ps();
+    }
   }
   for (int64_t chunk = 0; chunk < full_chunks; ++chunk) {
     const int64_t offset = chunk * kChunkBlocks * kBlock;
-    const __m256 dv = _mm256_load_ps(d + chunk * kChunkBlocks);
     for (int c = 0; c < NR; ++c) {
       const DirectWeights<Bits> w{weight + (n0 + c) * row_bytes + offset * Bits / 8};
-      const __m256 dots = _mm256_cvtepi32_ps(chunk_dots<Bits>(w, x + offset));
-      const __m256 step = _mm256_mul_ps(full_chunk_scales(p, n0 + c, chunk), dv);
-      acc[c] = _mm256_fmadd_ps(dots, step, acc[c]);
+      __m256i v[MR][kChunkBlocks];
+      for (int j = 0; j < kChunkBlocks; ++j) {
+        const __m256i magnitude = w.magnitude(j);
+        __m256i sign;
+        if constexpr (Bits == 8) {
+          sign = w.sign(j);
+        }
+        for (int r = 0; r < MR; ++r) {
+          __m256i xv = _mm256_load_si256(
+              reinterpret_cast<const __m256i*>(prepared.x(m0 + r) + offset + j * kBlock));
+          if constexpr (Bits == 8) {
+            xv = _mm256_sign_epi8(xv, sign);
+          }
+          v[r][j] = _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, xv), ones);
+        }
+      }
+      const __m256 scales = full_chunk_scales(p, n0 + c, chunk);
+      for (int r = 0; r < MR; ++r) {
+        const __m256 dots = _mm256_cvtepi32_ps(gather_dots(v[r]));
+        const __m256 dv = _mm256_load_ps(prepared.block_scale(m0 + r) + chunk * kChunkBlocks);
+        acc[r][c] = _mm256_fmadd_ps(dots, _mm256_mul_ps(scales, dv), acc[r][c]);
+      }
     }
   }
   if (full_chunks < prepared.chunks) {
     const int64_t offset = full_chunks * kChunkBlocks * kBlock;
-    const __m256 dv = _mm256_load_ps(d + full_chunks * kChunkBlocks);
     ChunkWeights w;
     for (int c = 0; c < NR; ++c) {
       unpack_chunk<Bits>(p, n0 + c, full_chunks, w);
-      const __m256 dots = _mm256_cvtepi32_ps(chunk_dots<Bits>(BufferedWeights{w}, x + offset));
-      const __m256 step = _mm256_mul_ps(_mm256_load_ps(w.scale), dv);
-      acc[c] = _mm256_fmadd_ps(dots, step, acc[c]);
+      for (int r = 0; r < MR; ++r) {
+        const __m256 dots = _mm256_cvtepi32_ps(
+            chunk_dots<Bits>(BufferedWeights{w}, prepared.x(m0 + r) + offset));
+        const __m256 dv = _mm256_load_ps(prepared.block_scale(m0 + r) + full_chunks * kChunkBlocks);
+        acc[r][c] = _mm256_fmadd_ps(dots, _mm256_mul_ps(_mm256_load_ps(w.scale), dv), acc[r][c]);
+      }
     }
   }
-  for (int c = 0; c < NR; ++c) {
-    p.out[m * p.n + n0 + c] = hsum(acc[c]) + bias_term<Bits>(p, prepared, m, n0 + c);
+  for (int r = 0; r < MR; ++r) {
+    for (int c = 0; c < NR; ++c) {
+      p.out[(m0 + r) * p.n + n0 + c] =
+          hsum(acc[r][c]) + bias_term<Bits>(p, prepared, m0 + r, n0 + c);
+    }
+  }
+}
+
+template <int Bits, int MR>
+void direct_columns(const QmmProblem& p, const PreparedRows& prepared, int64_t m0,
+                    int64_t n_begin, int64_t n_end) {
+  constexpr int NR = MR == 1 ? 2 : 1;
+  int64_t n0 = n_begin;
+  for (; n0 + NR <= n_end; n0 += NR) {
+    direct_tile<Bits, MR, NR>(p, prepared, m0, n0);
+  }
+  for (; n0 < n_end; ++n0) {
+    direct_tile<Bits, MR, 1>(p, prepared, m0, n0);
   }
 }
 
 template <int Bits>
 void run_bits(const QmmProblem& p, int64_t n_begin, int64_t n_end) {
   const PreparedRows prepared = prepared_rows(p);
-  if (p.m == 1) {
-    int64_t n0 = n_begin;
-    for (; n0 + kSingleRowColumns <= n_end; n0 += kSingleRowColumns) {
-      single_row_tile<Bits, kSingleRowColumns>(p, prepared, 0, n0);
+  if (p.m <= kDirectMaxRows) {
+    // Rows in groups of up to 4; every group computes each row alike.
+    int64_t m0 = 0;
+    for (; m0 + 4 <= p.m; m0 += 4) {
+      direct_columns<Bits, 4>(p, prepared, m0, n_begin, n_end);
     }
-    for (; n0 < n_end; ++n0) {
-      single_row_tile<Bits, 1>(p, prepared, 0, n0);
+    switch (p.m - m0) {
+      case 3: direct_columns<Bits, 3>(p, prepared, m0, n_begin, n_end); break;
+      case 2: direct_columns<Bits, 2>(p, prepared, m0, n_begin, n_end); break;
+      case 1: direct_columns<Bits, 1>(p, prepared, m0, n_begin, n_end); break;
+      default: break;
     }
     return;
   }
