@@ -329,15 +329,16 @@ template <int Bits>
 void run_bits(const QmmProblem& p, int64_t n_begin, int64_t n_end) {
   const PreparedRows prepared = prepared_rows(p);
   if (p.m <= kDirectMaxRows) {
-    // Rows in groups of up to 4; every group computes each row alike.
-    int64_t m0 = 0;
-    for (; m0 + 4 <= p.m; m0 += 4) {
-      direct_columns<Bits, 4>(p, prepared, m0, n_begin, n_end);
-    }
-    switch (p.m - m0) {
-      case 3: direct_columns<Bits, 3>(p, prepared, m0, n_begin, n_end); break;
-      case 2: direct_columns<Bits, 2>(p, prepared, m0, n_begin, n_end); break;
-      case 1: direct_columns<Bits, 1>(p, prepared, m0, n_begin, n_end); break;
+    // All rows in one pass, so each weight block is read from memory once.
+    switch (p.m) {
+      case 1: direct_columns<Bits, 1>(p, prepared, 0, n_begin, n_end); break;
+      case 2: direct_columns<Bits, 2>(p, prepared, 0, n_begin, n_end); break;
+      case 3: direct_columns<Bits, 3>(p, prepared, 0, n_begin, n_end); break;
+      case 4: direct_columns<Bits, 4>(p, prepared, 0, n_begin, n_end); break;
+      case 5: direct_columns<Bits, 5>(p, prepared, 0, n_begin, n_end); break;
+      case 6: direct_columns<Bits, 6>(p, prepared, 0, n_begin, n_end); break;
+      case 7: direct_columns<Bits, 7>(p, prepared, 0, n_begin, n_end); break;
+      case 8: direct_columns<Bits, 8>(p, prepared, 0, n_begin, n_end); break;
       default: break;
     }
     return;
