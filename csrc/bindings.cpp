@@ -22,7 +22,8 @@ NB_MODULE(_qmm, m) {
 The weight uses MLX's affine layout from mx.quantize(w, group_size, bits).
 isa selects a variant ("scalar", "avx2", "avx512"); "" picks the best one
 this CPU supports. math="int8" quantizes each 32-element block of x to int8
-(4-bit weights; other widths keep float32 math). Raises ValueError naming
+(4- and 8-bit weights with AVX2, 4-bit with AVX-512 VNNI; other widths keep
+float32 math). Raises ValueError naming
 any invalid argument.)");
 
   m.def(

@@ -23,8 +23,11 @@ log = structlog.get_logger(__name__)
 
 # "off" forces MLX's quantized matmul (tests and benchmarks compare both).
 KERNEL_ENV = "DRAFTWISE_KERNEL"
-# "int8" quantizes activations to int8 per 32-element block for 4-bit weights
-# (faster at few rows, about 1% less accurate); the default is "f32".
+# "int8" quantizes activations to int8 per 32-element block for 4- and 8-bit
+# weights on AVX2 (4-bit only on AVX-512 with VNNI). On the Zen 1 machine of
+# docs/benchmarks.md it made a one-row forward 1.3-1.45x faster under heavy
+# load, but its logits differ from float32 by about 3% and 1.6% of top-1
+# tokens change, so the default stays "f32".
 MATH_ENV = "DRAFTWISE_KERNEL_MATH"
 MATH_CHOICES = ("f32", "int8")
 

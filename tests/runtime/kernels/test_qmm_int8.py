@@ -1,4 +1,4 @@
-"""The opt-in int8-activation kernel: exact int8 math, invariance, accuracy."""
+"""The int8-activation kernel (AVX2 variant): exact int8 math, invariance, accuracy."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+INT8_BITS = (4, 8)  # widths with integer math; the others run float32
+
+
 def run(x: np.ndarray, w: QuantizedTensor, math: str = "int8") -> np.ndarray:
     out = _qmm.quantized_matmul(
-        mx.array(x), w.weight, w.scales, w.biases, w.bits, w.group_size, math=math
+        mx.array(x), w.weight, w.scales, w.biases, w.bits, w.group_size, isa="avx2", math=math
     )
     return np.array(out)
 
@@ -32,27 +35,35 @@ def simulated_int8(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     x_int8 = np.rint(blocks * inverse)
     block_scale = amax / np.float32(127)
     x_seen = (x_int8 * block_scale).reshape(x.shape)
+    # 8-bit weights are centred (q - 128) and the 128 * scale part moves to
+    # the bias, which meets the exact x sums.
+    offset = 128 if w.bits == 8 else 0
+    scales = np.repeat(np.array(w.scales).astype(np.float64), w.group_size, axis=1)
     biases = np.repeat(np.array(w.biases).astype(np.float64), w.group_size, axis=1)
-    # Scaled integers for the q * scale part, exact x sums for the bias part.
-    return reference(x_seen, w) - x_seen.astype(np.float64) @ biases.T + x @ biases.T
+    exact_part = biases + offset * scales
+    return reference(x_seen, w) - x_seen.astype(np.float64) @ exact_part.T + x @ exact_part.T
 
 
+@pytest.mark.parametrize("bits", INT8_BITS)
 @pytest.mark.parametrize("group_size", GROUP_SIZES)
-def test_int8_matches_simulated_int8_math(group_size: int) -> None:
-    rng = np.random.default_rng(group_size)
-    for n, groups in [(1, 1), (7, 3), (37, 2)]:
-        k = groups * group_size
-        w = make_weight(rng, n, k, 4, group_size)
+def test_int8_matches_simulated_int8_math(group_size: int, bits: int) -> None:
+    rng = np.random.default_rng(group_size + bits)
+    # 256 elements make one chunk of 8 blocks: cover whole chunks and tails.
+    for n, k in [(1, group_size), (7, 3 * group_size), (37, 256), (9, 768 + 128)]:
+        if k % group_size:
+            continue
+        w = make_weight(rng, n, k, bits, group_size)
         for m in (1, 2, 3, 4, 5, 9, 40):
             x = rng.standard_normal((m, k)).astype(np.float32)
             expected = simulated_int8(x, w)
             bound = 1e-5 * (np.abs(x) @ np.abs(np.array(w.dequantize())).T) + 1e-5
-            assert (np.abs(run(x, w) - expected) <= bound).all(), (n, groups, m)
+            assert (np.abs(run(x, w) - expected) <= bound).all(), (n, k, m)
 
 
-def test_int8_error_against_float_reference() -> None:
+@pytest.mark.parametrize("bits", INT8_BITS)
+def test_int8_error_against_float_reference(bits: int) -> None:
     rng = np.random.default_rng(0)
-    w = make_weight(rng, 256, 1536, 4, 32)
+    w = make_weight(rng, 256, 1536, bits, 32)
     x = rng.standard_normal((16, 1536)).astype(np.float32)
     exact = reference(x, w)
     relative = np.abs(run(x, w) - exact).mean() / np.sqrt((exact**2).mean())
@@ -61,7 +72,7 @@ def test_int8_error_against_float_reference() -> None:
     assert relative > 1e-4  # int8 math is really in use
 
 
-@pytest.mark.parametrize("bits", [b for b in BITS if b != 4])
+@pytest.mark.parametrize("bits", [b for b in BITS if b not in INT8_BITS])
 def test_int8_other_bits_use_float32(bits: int) -> None:
     rng = np.random.default_rng(bits)
     w = make_weight(rng, 19, 128, bits, 32)
@@ -71,18 +82,19 @@ def test_int8_other_bits_use_float32(bits: int) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    bits=st.sampled_from(INT8_BITS),
     group_size=st.sampled_from(GROUP_SIZES),
     n=st.integers(1, 40),
-    groups=st.integers(1, 4),
+    groups=st.integers(1, 12),
     rows=st.integers(1, 40),
     seed=st.integers(0, 2**32 - 1),
     data=st.data(),
 )
 def test_int8_rows_independent_of_batch(
-    group_size: int, n: int, groups: int, rows: int, seed: int, data: st.DataObject
+    bits: int, group_size: int, n: int, groups: int, rows: int, seed: int, data: st.DataObject
 ) -> None:
     rng = np.random.default_rng(seed)
-    w = make_weight(rng, n, groups * group_size, 4, group_size)
+    w = make_weight(rng, n, groups * group_size, bits, group_size)
     x = rng.standard_normal((rows, groups * group_size)).astype(np.float32)
     full = run(x, w)
     row = data.draw(st.integers(0, rows - 1), label="row")
