@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -33,7 +33,7 @@ def measure_step_cost(
     back after every run so each one sees the same context.
     """
     cache, logits = fresh_prefill(target, prompt_ids, 16)
-    first = int(mx.argmax(logits, axis=-1).item())
+    first = cast(int, mx.argmax(logits, axis=-1).item())
     drafter = MTPDrafter(target, weights, max_draft=8)
     drafter.start([*prompt_ids, first])
     greedy = SamplingParams()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 
@@ -58,26 +59,37 @@ def load_mtp(path: Path, *, quantized: bool = True) -> MTPWeights:
         raise ValueError(
             f"MTP drafter file {path} does not exist; train one with draftwise train-drafter"
         )
-    arrays, metadata = mx.load(str(path), return_metadata=True)
+    loaded = mx.load(str(path), return_metadata=True)
+    if not isinstance(loaded, tuple):
+        raise ValueError(f"{path} is not a safetensors file; pass an MTP drafter file")
+    arrays, metadata = loaded
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not an MTP drafter file (format {metadata.get('format')!r})")
-    config = MTPConfig.from_json(json.loads(metadata["config"]))
-    bits = int(metadata["bits"])
-    group_size = int(metadata["group_size"])
-    params = {}
+    config = MTPConfig.from_json(json.loads(_metadata_text(metadata, "config", path)))
+    bits = int(_metadata_text(metadata, "bits", path))
+    group_size = int(_metadata_text(metadata, "group_size", path))
+    params: dict[str, mx.array | QuantizedTensor] = {}
     for name, shape in parameter_shapes(config).items():
         if name + ".q" in arrays:
+            if len(shape) != 2:
+                raise ValueError(
+                    f"{path}: tensor {name} is stored quantized but has shape {shape}; "
+                    "only matrices are quantized, so the file is damaged"
+                )
+            matrix_shape = (shape[0], shape[1])
             packed = arrays[name + ".q"]
             scales = arrays[name + ".scales"].astype(mx.float32)
             biases = arrays[name + ".biases"].astype(mx.float32)
-            packed_shape = (shape[0], shape[1] * bits // 32) if len(shape) == 2 else None
+            packed_shape = (shape[0], shape[1] * bits // 32)
             if tuple(packed.shape) != packed_shape:
                 raise ValueError(
                     f"{path}: tensor {name}.q has shape {tuple(packed.shape)}, "
                     f"expected {packed_shape}; the file is damaged"
                 )
             if quantized:
-                params[name] = QuantizedTensor(packed, scales, biases, bits, group_size, shape)
+                params[name] = QuantizedTensor(
+                    packed, scales, biases, bits, group_size, matrix_shape
+                )
                 continue
             value = mx.dequantize(packed, scales, biases, group_size=group_size, bits=bits)
         elif name in arrays:
@@ -91,6 +103,16 @@ def load_mtp(path: Path, *, quantized: bool = True) -> MTPWeights:
         params[name] = value
     mx.eval([a for v in params.values() for a in _arrays_of(v)])
     return MTPWeights(config, params, arrays["candidate_ids"].astype(mx.int32))
+
+
+def _metadata_text(metadata: dict[str, Any], key: str, path: Path) -> str:
+    value = metadata.get(key)
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{path}: metadata field {key!r} is {value!r}, expected a string; "
+            "the file is damaged, so save the drafter again"
+        )
+    return value
 
 
 def _arrays_of(value: mx.array | QuantizedTensor) -> list[mx.array]:

@@ -11,7 +11,7 @@ origins teacher forcing feeds exactly the tokens that drafting would.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import numpy as np
@@ -49,7 +49,7 @@ def window_predictions(
         predictions.append(mx.argmax(logits, axis=-1))
     stacked = mx.stack(predictions)
     mx.eval(stacked)
-    return candidate_ids[np.array(stacked)]
+    return cast(np.ndarray, candidate_ids[np.array(stacked)])
 
 
 def acceptance_counts(window: Window, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import mlx.core as mx
 import numpy as np
@@ -21,7 +21,17 @@ import numpy as np
 from draftwise.runtime.training.mtp_data import Document
 
 
-def extract_window(model: Any, token_ids: list[int], layer: int) -> dict[str, np.ndarray]:
+class WindowFeatures(TypedDict):
+    """The arrays of one shard, as `np.savez` stores them under these names."""
+
+    token_ids: np.ndarray  # [length] int32
+    target_ids: np.ndarray  # [length] int32
+    hidden: np.ndarray  # [length, target hidden size] float16
+    keys: np.ndarray  # [kv_heads, length, head_dim] float16
+    values: np.ndarray  # [kv_heads, length, head_dim] float16
+
+
+def extract_window(model: Any, token_ids: list[int], layer: int) -> WindowFeatures:
     """Return the features of one window, computed with a fresh cache."""
     cache = model.make_cache()
     out = model(mx.array(token_ids, dtype=mx.uint32), cache, return_hidden=True)
@@ -54,7 +64,7 @@ def extract_features(
     out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / "index.jsonl"
     known = _read_index(index_path)
-    stored = sum(entry["tokens"] for entry in known.values())
+    stored = sum(known.values())
     started = time.perf_counter()
     fresh = 0
     for document in documents:
@@ -74,17 +84,31 @@ def extract_features(
         }
         with index_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
-        known[document.name] = entry
-        stored += entry["tokens"]
-        fresh += entry["tokens"]
+        known[document.name] = len(document.token_ids)
+        stored += len(document.token_ids)
+        fresh += len(document.token_ids)
         rate = fresh / (time.perf_counter() - started)
         label = f"{document.split} {document.name[:60]}"
         log(f"shard {shard.name} {label} tokens {stored} ({rate:.1f} tokens/s)")
     return stored
 
 
-def _read_index(index_path: Path) -> dict[str, dict[str, Any]]:
+def _read_index(index_path: Path) -> dict[str, int]:
+    """Return the token count of every stored window, by document name."""
     if not index_path.exists():
         return {}
-    entries = [json.loads(line) for line in index_path.read_text().splitlines() if line.strip()]
-    return {entry["name"]: entry for entry in entries}
+    known: dict[str, int] = {}
+    for number, line in enumerate(index_path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        name = entry.get("name") if isinstance(entry, dict) else None
+        tokens = entry.get("tokens") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not isinstance(tokens, int):
+            raise ValueError(
+                f"{index_path} line {number} is {line[:200]!r}, expected an object with a "
+                "string 'name' and an integer 'tokens'; delete the index and its shards "
+                "to extract the features again"
+            )
+        known[name] = tokens
+    return known

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import numpy as np
@@ -20,7 +20,7 @@ from draftwise.runtime.drafters.mtp_model import (
 from draftwise.runtime.weights import QuantizedTensor
 
 
-def dense(weight: Any) -> mx.array:
+def dense(weight: mx.array | QuantizedTensor) -> mx.array:
     """Return a target weight as a float32 matrix."""
     if isinstance(weight, QuantizedTensor):
         return mx.dequantize(
@@ -127,6 +127,6 @@ def parameters_from_target(
 
 
 def root_mean_square(arrays: list[mx.array]) -> float:
-    total = sum(mx.sum(a * a).item() for a in arrays)
+    total = sum(cast(float, mx.sum(a * a).item()) for a in arrays)
     count = sum(a.size for a in arrays)
-    return (total / max(count, 1)) ** 0.5
+    return float((total / max(count, 1)) ** 0.5)

@@ -181,7 +181,13 @@ def _candidates(
 ) -> np.ndarray:
     path = settings.out_dir / "candidates.npy"
     if path.exists():
-        return np.load(path)
+        stored = np.load(path)
+        if not isinstance(stored, np.ndarray):
+            raise ValueError(
+                f"{path} does not contain one array of candidate token ids; "
+                "delete it to choose the candidates again"
+            )
+        return stored
     files = list_source_files(settings.max_sources, settings.train.seed + 1)
     counts = count_tokens(language_model.tokenizer, files, max_chars=50_000)
     always = sorted(language_model.tokenizer.eos_token_ids)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.optimizers as optim
@@ -25,6 +25,10 @@ import numpy as np
 from draftwise.runtime.drafters.mtp_config import MTPConfig
 from draftwise.runtime.drafters.mtp_model import Params, mtp_step
 from draftwise.runtime.training.mtp_batches import Window, origin_mask
+
+# mlx.optimizers.clip_grad_norm has no annotations (mlx 0.32.4); it returns
+# the clipped gradients and their global norm before clipping.
+_clip_grad_norm = cast(Callable[[Params, float], tuple[Params, mx.array]], optim.clip_grad_norm)
 
 
 @dataclass(frozen=True)
@@ -121,16 +125,16 @@ class Trainer:
             epoch, index = divmod(self.step, len(self.windows))
             window = self.windows[self.order(epoch)[index]]
             (loss, count), grads = self._loss_and_grad(self.params, window)
-            grads, _ = optim.clip_grad_norm(grads, self.settings.clip_norm)
+            grads, _ = _clip_grad_norm(grads, self.settings.clip_norm)
             self.optimizer.update(self.params, grads)
             mx.eval(self.params, self.optimizer.state, loss, count)
             self.step += 1
             self.tokens_seen += window.length - self.settings.draft_steps
             rate = (self.tokens_seen - tokens_at_start) / (time.perf_counter() - started)
-            entry = {
+            entry: dict[str, Any] = {
                 "step": self.step,
                 "epoch": epoch,
-                "loss": round(loss.item(), 4),
+                "loss": round(cast(float, loss.item()), 4),
                 "tokens_seen": self.tokens_seen,
                 "tokens_per_s": round(rate, 1),
             }
@@ -171,6 +175,10 @@ class Trainer:
         if not path.exists() or not progress.exists():
             return False
         arrays = mx.load(str(path))
+        if not isinstance(arrays, dict):
+            raise ValueError(
+                f"{path} does not contain named arrays; delete it to train from the start"
+            )
         self.params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
         state: dict[str, Any] = {}
         for key, value in arrays.items():
