@@ -14,11 +14,13 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument(
         "what",
         nargs="?",
-        choices=["kernel", "models", "tuner"],
+        choices=["kernel", "models", "tuner", "sessions"],
         help="kernel: time the quantized matmul and the target forward pass; "
         "models: load time, memory, prefill and decode speed per weight policy; "
         "tuner: plain decoding against auto speculation with a drafter the target "
-        "always rejects, on the first prompt of --workload (or --ids)",
+        "always rejects, on the first prompt of --workload (or --ids); "
+        "sessions: 1, 2 and 4 concurrent sessions on the --ids prompts and the time to "
+        "first token of an extending turn (--turn-id)",
     )
     bench.add_argument(
         "--models",
@@ -66,6 +68,9 @@ def add_bench_command(subparsers: Any) -> None:
         help="JSONL workload: one {id, category, messages, max_tokens} per line",
     )
     bench.add_argument("--ids", metavar="LIST", help="comma-separated prompt ids to run")
+    bench.add_argument(
+        "--turn-id", metavar="ID", help="prompt id for bench sessions' extending-turn timing"
+    )
     bench.add_argument("--limit", type=int, metavar="N", help="run only the first N prompts")
     bench.add_argument(
         "--categories", metavar="LIST", help="comma-separated categories to keep (default: all)"
@@ -101,6 +106,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         return _run_models_bench(args)
     if args.what == "tuner":
         return _run_tuner_bench(args)
+    if args.what == "sessions":
+        return _run_sessions_bench(args)
     if args.workload is None:
         raise ValueError("bench needs 'kernel' or --workload FILE")
     return _run_workload_bench(args)
@@ -154,6 +161,21 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
         f"wrote {args.out / 'results.json'}" + (f" and {args.out / 'plot.png'}" if plotted else "")
     )
     return 1 if differing else 0
+
+
+def _run_sessions_bench(args: argparse.Namespace) -> int:
+    from draftwise.actors.bench_sessions import main as sessions_main
+
+    if not args.ids:
+        raise ValueError("bench sessions needs --ids with at least 4 comma-separated prompt ids")
+    argv = ["--model", args.model, "--draft", args.draft or "none", "--ids", args.ids]
+    argv += ["--max-tokens", str(args.max_tokens), "--out", str(args.out / "sessions.json")]
+    if args.workload is not None:
+        argv += ["--workload", str(args.workload)]
+    if args.turn_id:
+        argv += ["--turn-id", args.turn_id]
+    args.out.mkdir(parents=True, exist_ok=True)
+    return sessions_main(argv)
 
 
 def _run_tuner_bench(args: argparse.Namespace) -> int:
