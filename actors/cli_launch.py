@@ -1,6 +1,6 @@
 """The `launch` command: run a coding agent against a local draftwise HTTP gateway.
 
-`draftwise launch aider [-- AIDER_ARGS]` reuses the gateway already answering
+`draftwise launch aider [-- AIDER_ARGS]` reuses the gateway already serving
 on the port, or starts `draftwise serve --http` in the background and waits
 for its health check, then runs aider with the gateway as its OpenAI
 endpoint (model ``openai/<target>``). A server that `launch` started is
@@ -134,7 +134,7 @@ def run_launch_aider(args: argparse.Namespace) -> int:
 
 
 def probe_server(base_url: str, api_key: str | None) -> ServerInfo | None:
-    """Return the served models if a healthy gateway answers at ``base_url``, else None."""
+    """Return the served models if a healthy gateway responds at ``base_url``, else None."""
     try:
         health = _get_json(base_url + "/health", api_key)
     except (urllib.error.URLError, OSError, ValueError):
@@ -152,7 +152,7 @@ def probe_server(base_url: str, api_key: str | None) -> ServerInfo | None:
 
 
 def aider_command(aider: str, info: ServerInfo, model: str, aider_args: list[str]) -> list[str]:
-    """The aider command line: the gateway as OpenAI endpoint and the model's context size."""
+    """Build the aider command line: the gateway as OpenAI endpoint and the model's context size."""
     command = [aider, "--model", f"openai/{model}", "--openai-api-base", info.base_url + "/v1"]
     if info.context_length:
         command += ["--model-metadata-file", str(_metadata_file(model, info.context_length))]
