@@ -98,7 +98,7 @@ def diagnose_divergence(
 
     Prefills the prompt plus the common prefix and reads the target's logits
     for the two tokens chosen there. The prefill computes these logits in one
-    block, so they can differ from either run's in the last bits; a gap far
+    block, so they can differ from either run's in the last bits. A gap far
     above that rounding points at a bug rather than at a near tie.
     """
     import mlx.core as mx

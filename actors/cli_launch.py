@@ -160,8 +160,8 @@ def aider_command(aider: str, info: ServerInfo, model: str, aider_args: list[str
 
 
 def _metadata_file(model: str, context_length: int) -> Path:
-    # aider asks litellm for the context size of models it does not know; a
-    # metadata file states it and marks the tokens as free.
+    # aider looks up unknown models' context size in litellm's table. This file
+    # gives the context size and marks the tokens as free.
     metadata = {
         f"openai/{model}": {
             "max_input_tokens": context_length,
@@ -251,13 +251,13 @@ def _wait_for_server(
             return info
         if server.poll() is not None:
             raise LaunchError(
-                f"the server exited with status {server.returncode} before answering at "
+                f"the server exited with status {server.returncode} before responding at "
                 f"{base_url}; see {_server_log_path(args)}"
             )
         time.sleep(0.5)
     _stop_server(server)
     raise LaunchError(
-        f"the server did not answer at {base_url} within {timeout_s:.0f} s; raise "
+        f"the server did not respond at {base_url} within {timeout_s:.0f} s; raise "
         "--start-timeout for slow model loads"
     )
 

@@ -314,10 +314,10 @@ class Connection:
         self._send(reply)
 
     async def _cancel_in_runtime(self, in_flight: _InFlight) -> None:
-        """Ask the runtime to end the request with Done("cancelled").
+        """Request that the runtime end the request with Done("cancelled").
 
-        The runtime may not know the id yet when the request's task has not
-        reached it; then `_run_generate` asks again after the next reply.
+        The runtime may not have registered the id yet, when the request's task
+        has not reached it. In that case `_run_generate` retries after the next reply.
         """
         in_flight.cancel_requested = True
         if not in_flight.cancel_delivered:

@@ -41,7 +41,7 @@ class MTPWeights:
 
 
 def output_head(target: Transformer) -> Any:
-    """The target's output head (its embedding table when the two are tied)."""
+    """Return the target's output head (its embedding table when the two are tied)."""
     return target.weights.get("output.weight", target.weights["token_embd.weight"])
 
 

@@ -47,7 +47,7 @@ SHIPPED = {
 
 
 def is_mtp_drafter(name_or_path: str | Path) -> bool:
-    """Whether ``name_or_path`` names a shipped MTP drafter or an MTP drafter file."""
+    """Return whether ``name_or_path`` names a shipped MTP drafter or an MTP drafter file."""
     text = str(name_or_path)
     if text in SHIPPED:
         return True

@@ -155,7 +155,7 @@ class Transformer:
 
     @property
     def last_cache(self) -> ModelCache | None:
-        """The cache of the newest call, while someone else still holds it."""
+        """Return the newest call's cache while another object still references it, else None."""
         return self._last_cache() if self._last_cache is not None else None
 
     def _vector(self, name: str) -> mx.array | None:

@@ -46,7 +46,7 @@ def read_index(features_dir: Path) -> list[dict[str, Any]]:
 
 
 def target_choices(features_dir: Path, split: str = "train") -> list[np.ndarray]:
-    """The target's greedy choices of every shard of ``split``."""
+    """Return the target's greedy choices from every shard of ``split``."""
     return [
         np.load(features_dir / entry["shard"])["target_ids"]
         for entry in read_index(features_dir)

@@ -94,9 +94,12 @@ class FakeRuntime:
                 await trio.sleep(0)
                 yield self._chunk(request_id, words[emitted : emitted + 1], emitted)
                 emitted += 1
-            reason = (
-                "cancelled" if cancelled.is_set() else "length" if emitted < len(words) else "eos"
-            )
+            if cancelled.is_set():
+                reason = "cancelled"
+            elif emitted < len(words):
+                reason = "length"
+            else:
+                reason = "eos"
             self.finished[request_id] = reason
             yield Done(
                 request_id=request_id,
