@@ -6,7 +6,9 @@ past the longest common prefix. The actor leases a session to one
 request at a time. When the caches of all sessions exceed the budget, it
 evicts the caches of the least recently used idle sessions. An evicted
 session keeps its id, and its next request prefills from scratch.
-Sessions in use are never evicted.
+Sessions in use are never evicted. A session whose request has sent its
+Done but still runs its last token into the caches is "finishing": a lease
+or close that would pick it waits until it is released.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import trio
 from draftwise.actors.messages import (
     CacheGrew,
     SessionCloseRequested,
+    SessionFinishing,
     SessionLeaseReply,
     SessionLeaseRequested,
     SessionReleased,
@@ -29,6 +32,10 @@ from draftwise.protocol import ErrorCode
 from draftwise.runtime.cache import ModelCache
 
 log = structlog.get_logger("draftwise.actors")
+
+# A prefix request forks a session only when continuing it would discard at
+# least this many of its cached tokens.
+FORK_MIN_TAIL = 8
 
 
 def common_prefix_length(a: Any, b: Any) -> int:
@@ -52,6 +59,9 @@ class SessionState:
     drafters: dict[Any, Any] = field(default_factory=dict)
     request_id: str | None = None  # the request holding the lease
     last_used: int = 0
+    finishing: bool = False  # the lease holder sent its Done and runs its last token
+    # Lease and close messages that wait for a finishing session's release.
+    waiting: list[Any] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -95,6 +105,8 @@ class CacheActor:
                         self._on_lease_requested(message)
                     case SessionReleased():
                         self._on_session_released(message)
+                    case SessionFinishing():
+                        self._on_session_finishing(message)
                     case CacheGrew():
                         self._enforce_budget()
                     case SessionCloseRequested():
@@ -111,6 +123,19 @@ class CacheActor:
         self._clock += 1
         return self._clock
 
+    def _on_session_finishing(self, message: SessionFinishing) -> None:
+        state = self.sessions.get(message.session_id)
+        if state is not None and state.request_id == message.request_id:
+            state.finishing = True
+            state.token_ids = list(message.token_ids)
+
+    def _wait_for_release(self, state: SessionState, message: Any) -> bool:
+        """Queue ``message`` on ``state`` when it is finishing; return whether it was queued."""
+        if not state.finishing:
+            return False
+        state.waiting.append(message)
+        return True
+
     def _on_lease_requested(self, message: SessionLeaseRequested) -> None:
         if message.session_id is not None:
             state = self.sessions.get(message.session_id)
@@ -121,8 +146,12 @@ class CacheActor:
                     f"session '{message.session_id}' does not exist (closed, or never created "
                     "here); omit session_id to start a new session",
                 )
+            if self._wait_for_release(state, message):
+                return None
         elif message.reuse_prefix:
             match = self._best_idle_match(message.prompt_ids)
+            if match is not None and self._wait_for_release(match, message):
+                return None
             if match is not None and self._should_fork(match, message.prompt_ids):
                 return self._lease_fork(message, match)
             state = match or self._new_session()
@@ -149,9 +178,10 @@ class CacheActor:
         message.reply.send_nowait(SessionLeaseReply(error_code=code, error_message=text))
 
     def _best_idle_match(self, prompt_ids: tuple[int, ...]) -> SessionState | None:
+        """Return the idle or finishing session sharing the longest prefix with ``prompt_ids``."""
         best, best_length = None, 0
         for state in self.sessions.values():
-            if state.request_id is not None:
+            if state.request_id is not None and not state.finishing:
                 continue
             length = common_prefix_length(prompt_ids, state.cached_token_ids())
             newer = best is not None and state.last_used > best.last_used
@@ -168,7 +198,9 @@ class CacheActor:
         """
         cached = match.cached_token_ids()
         shared = common_prefix_length(prompt_ids, cached)
-        return shared < len(cached) and len(self.sessions) < self.max_sessions
+        # A short tail is a re-tokenized edge of the last turn (text decoded,
+        # then encoded again with what follows it): nothing worth keeping.
+        return shared + FORK_MIN_TAIL <= len(cached) and len(self.sessions) < self.max_sessions
 
     def _lease_fork(self, message: SessionLeaseRequested, source: SessionState) -> None:
         state = self._new_session()
@@ -204,13 +236,22 @@ class CacheActor:
         if not message.caches_valid:
             state.drop_caches()
         state.request_id = None
+        state.finishing = False
         state.last_used = self._tick()
         self._enforce_budget()
+        waiting, state.waiting = state.waiting, []
+        for queued in waiting:
+            if isinstance(queued, SessionCloseRequested):
+                self._on_session_close_requested(queued)
+            else:
+                self._on_lease_requested(queued)
 
     def _on_session_close_requested(self, message: SessionCloseRequested) -> None:
         state = self.sessions.get(message.session_id)
         if state is None:
             message.reply.send_nowait(-1)
+            return
+        if self._wait_for_release(state, message):
             return
         if state.request_id is not None:
             message.reply.send_nowait(-2)

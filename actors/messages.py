@@ -70,6 +70,19 @@ class SessionReleased(Message, frozen=True):
     caches_valid: bool
 
 
+class SessionFinishing(Message, frozen=True):
+    """A request sent its Done and now runs its last token into the caches.
+
+    The session stays leased for that one step; a lease or close that names
+    it, or a prefix request that matches it best, waits for the release
+    instead of being refused or starting cold.
+    """
+
+    session_id: str
+    request_id: str
+    token_ids: tuple[int, ...]  # everything the caches hold once the step ran
+
+
 class CacheGrew(Message, frozen=True):
     """A step appended to a session's caches: recount bytes and enforce the budget."""
 

@@ -26,6 +26,7 @@ from draftwise.actors.messages import (
     CacheGrew,
     RequestFinished,
     RoundRecorded,
+    SessionFinishing,
     SessionLeaseRequested,
     SessionReleased,
 )
@@ -34,12 +35,19 @@ from draftwise.actors.scheduler import Scheduler, run_step
 from draftwise.actors.session_prefill import SessionPrefill
 from draftwise.actors.session_steps import (
     SessionPrefiller,
+    timed_work,
     round_work,
     speculation_summary,
 )
 from draftwise.actors.tuner_actor import TunerActor
 from draftwise.protocol import Chunk, Done, ErrorCode, RoundStats, Usage
-from draftwise.runtime.generate import GenerationChunk, GenerationParams, Timings, generate_plain
+from draftwise.runtime.generate import (
+    GenerationChunk,
+    GenerationParams,
+    Timings,
+    generate_plain,
+)
+from draftwise.runtime.generate import prefill as prefill_tokens
 from draftwise.runtime.language_model import LanguageModel
 from draftwise.runtime.speculative import SpeculationStats, generate_speculative
 
@@ -91,7 +99,12 @@ class SessionRequest(SessionPrefill):
         self.finished = trio.Event()
 
     async def run(self) -> None:
-        """Serve the plan; the session is released before the last reply goes out."""
+        """Serve the plan.
+
+        The session is released before the last reply goes out, except after
+        a finished generation: then Done goes first, and the release follows
+        the step that runs the last token into the cache.
+        """
         try:
             async with self.replies:
                 final = await self._serve()
@@ -116,7 +129,24 @@ class SessionRequest(SessionPrefill):
                 await self._fork(state, lease.fork_from)
             done = await self._generate(state)
             caches_valid = True
-            return done
+            if not self._absorbs_last_token(state, done):
+                return done
+            # Send Done first, then run the last output token into the target
+            # cache, so the next turn that extends this one reuses all of it.
+            caches_valid = False
+            await self.parts.cache.inbox.send(
+                SessionFinishing(
+                    session_id=state.session_id,
+                    request_id=self.plan.request_id,
+                    token_ids=(*self.plan.prompt_ids, *self.output_ids),
+                )
+            )
+            try:
+                await self.replies.send(done)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.log.info("final_reply_dropped", reason="the consumer left")
+            caches_valid = await self._absorb_last_token(state)
+            return None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             caches_valid = True  # the consumer left between rounds
             self.log.info("request_abandoned", generated_tokens=len(self.output_ids))
@@ -138,6 +168,33 @@ class SessionRequest(SessionPrefill):
                         caches_valid=caches_valid,
                     )
                 )
+
+    def _absorbs_last_token(self, state: SessionState, done: Done) -> bool:
+        """Return whether the last sampled token should run into the target cache.
+
+        The generator samples it from the final round's logits, so the cache
+        holds every committed token but that one. A cancelled request, or one
+        whose cache is full, or out of step with its tokens, is left as it is.
+        """
+        cache = state.target_cache
+        if cache is None or not self.output_ids or done.finish_reason not in ("eos", "stop", "length"):
+            return False
+        committed = len(self.plan.prompt_ids) + len(self.output_ids)
+        limit = self.parts.target.model.config.context_length
+        return cache.kv_offset == committed - 1 and committed <= limit
+
+    async def _absorb_last_token(self, state: SessionState) -> bool:
+        """Run the last output token into the target cache; return whether the caches are valid."""
+        assert state.target_cache is not None
+        work = timed_work(
+            prefill_tokens, self.parts.target.model, state.target_cache, self.output_ids[-1:]
+        )
+        try:
+            await self._step(state, "prefill", work)
+        except Exception:
+            self.log.warning("last_token_absorb_failed", exc_info=True)
+            return False
+        return True
 
     def _lease_message(self, reply: Any) -> SessionLeaseRequested:
         return SessionLeaseRequested(

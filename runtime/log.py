@@ -11,6 +11,18 @@ import structlog
 _configured = False
 
 
+class _StderrLoggerFactory:
+    """Make PrintLoggers that write to whatever ``sys.stderr`` is when a line is logged.
+
+    ``structlog.PrintLoggerFactory(file=sys.stderr)`` keeps the stream it saw at
+    configure time; when that stream is later replaced and closed (a test
+    harness, a daemon that reopens its streams), every log call would raise.
+    """
+
+    def __call__(self, *args: object) -> structlog.PrintLogger:
+        return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str | None = None, *, json: bool | None = None) -> None:
     """Configure structlog once; ``DRAFTWISE_LOG_LEVEL`` and ``DRAFTWISE_LOG_JSON`` override."""
     global _configured
@@ -32,7 +44,7 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     _configured = True

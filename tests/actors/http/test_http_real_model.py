@@ -132,9 +132,9 @@ async def test_real_second_turn_reuses_cache(real_gateway):
         api.chat.completions.create, model=TARGET, messages=cold_turn2, max_tokens=4
     )
 
-    # All of the first turn but its last sampled token, which never ran through the model.
+    # All of the first turn, its last sampled token included.
     cached = second.usage.prompt_tokens_details.cached_tokens
-    assert cached >= first.usage.prompt_tokens + first.usage.completion_tokens - 1
+    assert cached >= first.usage.prompt_tokens + first.usage.completion_tokens
     warm_stats, cold_stats = second.model_extra["draftwise"], cold.model_extra["draftwise"]
     print(
         f"\nsecond turn: prompt {second.usage.prompt_tokens} cached {cached} "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mlx.core as mx
 import pytest
 from runtime_fakes import PROMPTS, collect, open_runtime, output_ids, solo_ids, tiny_models
 
 from draftwise.actors.runtime import RuntimeRequestError
 from draftwise.protocol import Chunk, Done, GenerateRequest
+from draftwise.runtime.generate import prefill
 
 
 def _text(target, ids):
@@ -25,7 +27,7 @@ async def test_session_second_turn_prefills_only_new_tokens(speculation):
         )
         reply = _text(target, output_ids(chunks))
         second = first + reply + " and more"
-        held = len(first) + len(output_ids(chunks)) - 1  # the newest token is not in the cache yet
+        held = len(first) + len(output_ids(chunks))  # the last token ran in after Done
         chunks2, done2 = await collect(
             rt,
             GenerateRequest(
@@ -64,7 +66,7 @@ async def test_session_reuse_prefix_picks_longest_match():
             reuse_prefix=True,
         )
     assert reused.session_id == done[2].session_id
-    assert reused.usage.cached_tokens == len(PROMPTS[2]) + 3  # the 4th token was never fed
+    assert reused.usage.cached_tokens == len(PROMPTS[2]) + 4
     assert output_ids(chunks) == solo_ids(models["tiny"], extended, 6)
     assert fresh.session_id not in {d.session_id for d in done.values()}
 
@@ -217,5 +219,44 @@ async def test_session_reuse_prefix_forks_on_partial_match():
     assert output_ids(b_chunks) == solo_ids(models["tiny"], other, 6)
     # ...and the first conversation kept its whole cache for its next turn.
     assert a2.session_id == a1.session_id
-    assert a2.usage.cached_tokens == len(first) + len(output_ids(chunks)) - 1
+    assert a2.usage.cached_tokens == len(first) + len(output_ids(chunks))
     assert output_ids(a_chunks) == solo_ids(models["tiny"], second, 6)
+
+
+async def test_finished_request_runs_its_last_token_into_the_cache():
+    models = tiny_models()
+    target = models["tiny"]
+    async with open_runtime(models, prefill_chunk=8) as rt:
+        chunks, done = await collect(
+            rt, GenerateRequest(request_id="a", prompt=PROMPTS[3], max_tokens=5)
+        )
+        cache = rt._parts.cache.sessions[done.session_id].target_cache
+        # A close sent right after Done waits for the step that runs the last
+        # token in, instead of failing because the session is still leased.
+        freed = await rt.close_session(done.session_id)
+    assert freed > 0
+    committed = target.tokenizer.encode(PROMPTS[3]) + output_ids(chunks)
+    assert cache.kv_offset == len(committed)
+    assert len(committed) == done.usage.prompt_tokens + done.usage.completion_tokens
+    fresh = target.model.make_cache()
+    prefill(target.model, fresh, committed)
+    for got, want in zip(cache.state(), fresh.state(), strict=True):
+        assert mx.array_equal(got[..., : len(committed), :], want[..., : len(committed), :])
+
+
+async def test_cancelled_request_leaves_its_last_token_out():
+    models = tiny_models()
+    async with open_runtime(models, prefill_chunk=8) as rt:
+        request = GenerateRequest(request_id="c", prompt=PROMPTS[4], max_tokens=200)
+        received = []
+        async for reply in rt.generate(request):
+            if isinstance(reply, Chunk):
+                received.extend(reply.token_ids)
+                if len(received) >= 3:
+                    await rt.cancel("c")
+            else:
+                done = reply
+                break
+        assert done.finish_reason == "cancelled"
+        info = rt.session_info(done.session_id)
+    assert info["cached_tokens"] == done.usage.prompt_tokens + len(received) - 1
