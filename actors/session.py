@@ -35,9 +35,9 @@ from draftwise.actors.scheduler import Scheduler, run_step
 from draftwise.actors.session_prefill import SessionPrefill
 from draftwise.actors.session_steps import (
     SessionPrefiller,
-    timed_work,
     round_work,
     speculation_summary,
+    timed_work,
 )
 from draftwise.actors.tuner_actor import TunerActor
 from draftwise.protocol import Chunk, Done, ErrorCode, RoundStats, Usage
@@ -177,7 +177,9 @@ class SessionRequest(SessionPrefill):
         whose cache is full, or out of step with its tokens, is left as it is.
         """
         cache = state.target_cache
-        if cache is None or not self.output_ids or done.finish_reason not in ("eos", "stop", "length"):
+        if cache is None or not self.output_ids:
+            return False
+        if done.finish_reason not in ("eos", "stop", "length"):
             return False
         committed = len(self.plan.prompt_ids) + len(self.output_ids)
         limit = self.parts.target.model.config.context_length

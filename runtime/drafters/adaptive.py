@@ -4,6 +4,10 @@ Each option keeps its own `DraftLengthTuner`, so acceptance and the cost of a
 round are learned per drafter. Every round queries each option for its best
 draft length and expected tokens per second, and runs the best one. An
 n-gram option only counts when the context has a match right now.
+
+With both an n-gram drafter and a draft model, a third option drafts the
+n-gram match and lets the draft model continue past its end, for matches
+shorter than the draft length.
 """
 
 from __future__ import annotations
@@ -15,14 +19,18 @@ from typing import Any
 import mlx.core as mx
 
 from draftwise.runtime.drafters.base import Drafter, DraftProposal
+from draftwise.runtime.drafters.draft_model import DraftModelDrafter
 from draftwise.runtime.drafters.ngram import NgramDrafter
 from draftwise.runtime.sampling import SamplingParams
 from draftwise.runtime.tuner import PROBE_LENGTH, DraftLengthTuner
 
+# The option that extends an n-gram match with the draft model.
+COMBINED = "ngram+draft_model"
+
 
 @dataclass
 class _Option:
-    drafter: Drafter
+    drafter: Drafter | None  # None for COMBINED, which runs two of the other options' drafters
     tuner: DraftLengthTuner
 
 
@@ -38,15 +46,27 @@ class AdaptiveDrafter:
             raise ValueError("AdaptiveDrafter needs at least one drafter")
         self.name = "adaptive"
         self.options = {d.name: _Option(d, DraftLengthTuner(max_draft=max_draft)) for d in drafters}
+        self.ngram = next((d for d in drafters if isinstance(d, NgramDrafter)), None)
+        self.draft_model = next((d for d in drafters if isinstance(d, DraftModelDrafter)), None)
+        if self.ngram is not None and self.draft_model is not None:
+            self.options[COMBINED] = _Option(None, DraftLengthTuner(max_draft=max_draft))
         self.active: str | None = None
         self.tuner = AdaptiveTuner(self, max_draft)
 
+    def _drafters(self) -> list[tuple[str, Drafter]]:
+        return [(name, o.drafter) for name, o in self.options.items() if o.drafter is not None]
+
     def start(self, prompt_ids: Sequence[int], prefiller: Any) -> None:
-        for option in self.options.values():
-            option.drafter.start(prompt_ids, prefiller)
+        for _, drafter in self._drafters():
+            drafter.start(prompt_ids, prefiller)
 
     def available(self, name: str, cap: int) -> int:
-        """Return how many tokens drafter ``name`` can propose now, at most ``cap``."""
+        """Return how many tokens option ``name`` can propose now, at most ``cap``."""
+        if name == COMBINED:
+            # Only worth it when a match exists but ends before the draft length.
+            assert self.ngram is not None
+            matched = len(self.ngram.peek(cap))
+            return cap if 0 < matched < cap else 0
         drafter = self.options[name].drafter
         if isinstance(drafter, NgramDrafter):
             return len(drafter.peek(cap))
@@ -56,17 +76,30 @@ class AdaptiveDrafter:
         self, num_tokens: int, sampling: SamplingParams, keys: list[mx.array] | None
     ) -> DraftProposal:
         proposal = DraftProposal(mx.zeros((0,), dtype=mx.uint32), None)
-        for name, option in self.options.items():
+        if self.active == COMBINED and num_tokens > 0:
+            assert self.ngram is not None and self.draft_model is not None
+            prefix = self.ngram.peek(num_tokens)
+            self.ngram.propose(0, sampling, None)
+            proposal = self.draft_model.propose_after(
+                prefix, num_tokens - len(prefix), sampling, keys
+            )
+            for _, drafter in self._drafters():
+                if drafter is not self.ngram and drafter is not self.draft_model:
+                    drafter.propose(0, sampling, None)
+            return proposal
+        for name, drafter in self._drafters():
             if name == self.active and num_tokens > 0:
-                proposal = option.drafter.propose(num_tokens, sampling, keys)
+                proposal = drafter.propose(num_tokens, sampling, keys)
             else:
-                option.drafter.propose(0, sampling, None)
+                drafter.propose(0, sampling, None)
         return proposal
 
     def commit(self, num_accepted: int, committed_ids: Sequence[int]) -> None:
-        for name, option in self.options.items():
-            accepted = num_accepted if name == self.active else 0
-            option.drafter.commit(accepted, committed_ids)
+        for name, drafter in self._drafters():
+            drafted = name == self.active or (
+                self.active == COMBINED and drafter is self.draft_model
+            )
+            drafter.commit(num_accepted if drafted else 0, committed_ids)
 
 
 class AdaptiveTuner:

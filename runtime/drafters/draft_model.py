@@ -52,24 +52,45 @@ class DraftModelDrafter:
     def propose(
         self, num_tokens: int, sampling: SamplingParams, keys: list[mx.array] | None
     ) -> DraftProposal:
+        return self.propose_after([], num_tokens, sampling, keys)
+
+    def propose_after(
+        self,
+        prefix: Sequence[int],
+        num_tokens: int,
+        sampling: SamplingParams,
+        keys: list[mx.array] | None,
+    ) -> DraftProposal:
+        """Propose ``prefix`` (drafted elsewhere), then ``num_tokens`` of the model's own.
+
+        The prefix runs through the draft model in the same forward as the
+        pending tokens, so the model continues from where the prefix ends.
+        Prefix tokens were chosen deterministically, so when sampling their
+        draft probabilities are one-hot.
+        """
         self._round_start = self.cache.checkpoint()
         self._round_fed_pending = 0
         self._round_fed_proposals = 0
+        prefix = list(prefix)
         if num_tokens == 0:
-            return DraftProposal(mx.zeros((0,), dtype=mx.uint32), None)
+            return DraftProposal(mx.array(prefix, dtype=mx.uint32), None)
         self._round_fed_pending = len(self._pending)
-        self._round_fed_proposals = num_tokens - 1
-        tokens: list[mx.array] = []
+        self._round_fed_proposals = len(prefix) + num_tokens - 1
+        tokens: list[mx.array] = [mx.array(prefix, dtype=mx.uint32)] if prefix else []
         probs: list[mx.array] = []
-        inputs = mx.array(self._pending, dtype=mx.uint32)
+        if prefix and not sampling.greedy:
+            one_hot = mx.arange(self.vocab_size)[None, :] == mx.array(prefix)[:, None]
+            probs.append(one_hot.astype(mx.float32))
+        inputs = mx.array(self._pending + prefix, dtype=mx.uint32)
         for step in range(num_tokens):
             logits = self.model(inputs, self.cache, last_row_only=True).logits  # [1, vocab]
             if sampling.greedy:
                 token = mx.argmax(logits, axis=-1).astype(mx.uint32)  # [1]
             else:
                 assert keys is not None
+                key = keys[len(prefix) + step]
                 logprobs = filtered_logprobs(logits, sampling)
-                token = mx.random.categorical(logprobs, axis=-1, key=keys[step]).astype(mx.uint32)
+                token = mx.random.categorical(logprobs, axis=-1, key=key).astype(mx.uint32)
                 probs.append(self._full_width(mx.exp(logprobs)))
             tokens.append(token)
             inputs = token

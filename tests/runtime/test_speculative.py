@@ -325,3 +325,92 @@ def test_adaptive_drafter_prefers_oracle_over_failing_ngram(target):
     stats = SpeculationStats()
     assert spec_tokens(target, drafter, drafter.tuner, params, stats=stats) == reference
     assert stats.rounds_by_drafter["scripted"] > stats.rounds_by_drafter["ngram"]
+
+
+class CombinedOnlyTuner:
+    """Pick the n-gram + draft model option at draft length ``k`` whenever it is available."""
+
+    def __init__(self, drafter, k: int) -> None:
+        self.drafter = drafter
+        self.k = k
+        self.max_draft = 8
+        self.combined_rounds = 0
+
+    def choose(self, limit: int | None = None) -> int:
+        from draftwise.runtime.drafters.adaptive import COMBINED
+
+        cap = self.k if limit is None else min(self.k, limit)
+        if self.drafter.available(COMBINED, cap) > 0:
+            self.drafter.active = COMBINED
+            self.combined_rounds += 1
+            return cap
+        self.drafter.active = "draft_model"
+        return cap
+
+    def record(self, num_drafted: int, num_accepted: int, seconds: float) -> None:
+        pass
+
+
+# Repeats with variations, so the n-gram drafter finds matches.
+COMBINED_PROMPT = TOKENIZER.encode("a = [1, 2, 3]\nb = [1, 2, 4]\nc = [1, 2, 5]\na = [1")
+
+
+def short_match_ngram():
+    """An n-gram drafter whose matches end after 2 tokens, so the draft model extends them."""
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    class ShortMatchNgram(NgramDrafter):
+        def peek(self, num_tokens: int) -> list[int]:
+            return super().peek(min(num_tokens, 2))
+
+    return ShortMatchNgram(min_n=1)
+
+
+@pytest.mark.parametrize("draft_seed", [1, 2], ids=["oracle", "adversarial"])
+@pytest.mark.parametrize("k", [3, 5, 8])
+def test_greedy_ngram_extended_by_draft_model_matches_plain(target, draft_seed, k):
+    from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
+
+    params = GenerationParams(max_tokens=48)
+    reference = plain_tokens(target, params, prompt=COMBINED_PROMPT)
+    # Seed 1 is the target's own weights (drafts right), seed 2 other weights (drafts wrong).
+    drafter = AdaptiveDrafter([short_match_ngram(), DraftModelDrafter(tiny_model(seed=draft_seed))])
+    tuner = CombinedOnlyTuner(drafter, k)
+    stats = SpeculationStats()
+    tokens = spec_tokens(target, drafter, tuner, params, COMBINED_PROMPT, stats)
+    assert tokens == reference
+    assert tuner.combined_rounds > 0
+    assert stats.rounds_by_drafter["ngram+draft_model"] > 0
+
+
+def test_combined_option_draft_cache_holds_committed_prefix(target):
+    from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
+
+    draft = tiny_model(seed=2)
+    draft_drafter = DraftModelDrafter(draft)
+    drafter = AdaptiveDrafter([short_match_ngram(), draft_drafter])
+    params = GenerationParams(max_tokens=30)
+    tokens = spec_tokens(target, drafter, CombinedOnlyTuner(drafter, 6), params, COMBINED_PROMPT)
+    committed = COMBINED_PROMPT + tokens
+    # The draft cache holds every committed token but the pending ones.
+    held = draft_drafter.cache.kv_offset
+    assert held == len(committed) - len(draft_drafter._pending)
+    assert draft_drafter._pending == committed[held:]
+    fresh = draft.make_cache()
+    prefill(draft, fresh, committed[:held])
+    for got, want in zip(draft_drafter.cache.state(), fresh.state(), strict=True):
+        assert mx.allclose(got[..., :held, :], want[..., :held, :], atol=1e-5)
+
+
+def test_greedy_auto_with_ngram_and_draft_model_matches_plain(target):
+    from draftwise.runtime.drafters.adaptive import COMBINED, AdaptiveDrafter
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    params = GenerationParams(max_tokens=48)
+    reference = plain_tokens(target, params, prompt=COMBINED_PROMPT)
+    drafter = AdaptiveDrafter([NgramDrafter(min_n=1), DraftModelDrafter(tiny_model(seed=1))])
+    assert COMBINED in drafter.options
+    stats = SpeculationStats()
+    tokens = spec_tokens(target, drafter, drafter.tuner, params, COMBINED_PROMPT, stats)
+    assert tokens == reference
+    assert sum(stats.rounds_by_drafter.values()) == stats.rounds

@@ -10,7 +10,9 @@ import pytest
 from fakes import tiny_model
 from scipy import stats as scipy_stats
 
+from draftwise.runtime.drafters.adaptive import COMBINED, AdaptiveDrafter
 from draftwise.runtime.drafters.draft_model import DraftModelDrafter
+from draftwise.runtime.drafters.ngram import NgramDrafter
 from draftwise.runtime.generate import GenerationParams, generate_plain
 from draftwise.runtime.sampling import SamplingParams, filtered_logprobs
 from draftwise.runtime.speculative import generate_speculative
@@ -147,4 +149,47 @@ def test_speculative_sampling_with_limited_draft_head(models):
             target, drafter, DigitTokenizer(), PROMPT, params, DraftLengthTuner(fixed=2)
         )
         samples.append(tuple(t for c in chunks for t in c.token_ids))
+    assert chi_square_p_value(samples, joint) > 0.01
+
+
+class FirstTokenNgram(NgramDrafter):
+    """An n-gram drafter whose matches stop after one token."""
+
+    def peek(self, num_tokens: int) -> list[int]:
+        return super().peek(min(num_tokens, 1))
+
+
+class CombinedTuner(DraftLengthTuner):
+    """Draft 3 tokens with the n-gram + draft model option whenever it is available."""
+
+    def __init__(self, drafter: AdaptiveDrafter) -> None:
+        super().__init__(max_draft=3)
+        self.drafter = drafter
+        self.combined_rounds = 0
+
+    def choose(self, limit: int | None = None) -> int:
+        cap = 3 if limit is None else min(3, limit)
+        combined = self.drafter.available(COMBINED, cap) > 0
+        self.drafter.active = COMBINED if combined else "draft_model"
+        self.combined_rounds += combined
+        return cap
+
+
+def test_ngram_extended_sampling_matches_target_distribution(models):
+    target, draft = models
+    sampling = SamplingParams(temperature=1.0)
+    prompt = [*PROMPT, *PROMPT]  # every prompt token recurs, so most rounds find a match
+    joint = exact_joint(target, prompt, sampling, 3)
+    samples = []
+    combined_rounds = 0
+    for seed in range(1000):
+        # 5 tokens, so the first round may draft 3 (one fewer than remain); the test
+        # compares the distribution of the first 3.
+        params = GenerationParams(sampling=SamplingParams(1.0, seed=seed), max_tokens=5)
+        drafter = AdaptiveDrafter([FirstTokenNgram(min_n=1), DraftModelDrafter(draft)])
+        tuner = CombinedTuner(drafter)
+        chunks = generate_speculative(target, drafter, DigitTokenizer(), prompt, params, tuner)
+        samples.append(tuple(t for c in chunks for t in c.token_ids)[:3])
+        combined_rounds += tuner.combined_rounds
+    assert combined_rounds >= 500
     assert chi_square_p_value(samples, joint) > 0.01
