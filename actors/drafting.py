@@ -7,10 +7,8 @@ from typing import Any
 from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
 from draftwise.runtime.drafters.base import Drafter
 from draftwise.runtime.drafters.draft_model import DraftModelDrafter
-from draftwise.runtime.drafters.ngram import NgramDrafter
-from draftwise.runtime.engine import MAX_DRAFT
+from draftwise.runtime.engine import build_drafter
 from draftwise.runtime.language_model import LanguageModel
-from draftwise.runtime.tuner import DraftLengthTuner
 
 
 def make_drafter(
@@ -22,19 +20,7 @@ def make_drafter(
     "auto" or a fixed draft length.
     """
     fixed = None if speculation == "auto" else int(speculation)
-    max_draft = max(MAX_DRAFT, fixed or 0)
-    options: list[Drafter] = []
-    if drafter_name in ("auto", "ngram"):
-        options.append(NgramDrafter())
-    if drafter_name in ("auto", "draft_model") and draft is not None:
-        options.append(DraftModelDrafter(draft.model, max_draft))
-    if not options:
-        raise AssertionError(f"drafter '{drafter_name}' without a draft model passed validation")
-    if fixed is not None or len(options) == 1:
-        # A fixed length uses one drafter: the draft model when there is one.
-        return options[-1], DraftLengthTuner(max_draft=max_draft, fixed=fixed)
-    adaptive = AdaptiveDrafter(options, max_draft)
-    return adaptive, adaptive.tuner
+    return build_drafter(drafter_name, fixed, draft=None if draft is None else draft.model)
 
 
 def drafter_uses_model(drafter: Drafter) -> bool:

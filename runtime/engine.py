@@ -27,6 +27,41 @@ from draftwise.runtime.tuner import DraftLengthTuner
 MAX_DRAFT = 8
 
 
+def build_drafter(
+    drafter: str,
+    fixed: int | None,
+    *,
+    draft: Any = None,
+    draft_head_rows: int | None = None,
+    target: Any = None,
+    mtp: MTPWeights | None = None,
+) -> tuple[Drafter, DraftLengthTuner | AdaptiveTuner]:
+    """Return a fresh drafter and its tuner for one sequence.
+
+    ``drafter`` is "auto", "ngram", "draft_model" or "mtp"; ``fixed`` is a
+    fixed draft length, or None for the tuner's choice. ``draft`` is the draft
+    model's Transformer; the MTP drafter needs ``target`` and ``mtp``.
+    """
+    max_draft = max(MAX_DRAFT, fixed or 0)
+    options: list[Drafter] = []
+    if drafter in ("auto", "ngram"):
+        options.append(NgramDrafter())
+    if drafter in ("auto", "draft_model") and draft is not None:
+        options.append(DraftModelDrafter(draft, max_draft, head_rows=draft_head_rows))
+    if drafter in ("auto", "mtp") and mtp is not None:
+        options.append(MTPDrafter(target, mtp, max_draft))
+    if not options:
+        raise GenerationError(
+            f"drafter '{drafter}' has nothing to draft with; pass --draft with a draft model "
+            "or an MTP drafter, or use --drafter ngram"
+        )
+    if fixed is not None or len(options) == 1:
+        # A fixed length uses one drafter: the last one added.
+        return options[-1], DraftLengthTuner(max_draft=max_draft, fixed=fixed)
+    adaptive = AdaptiveDrafter(options, max_draft)
+    return adaptive, adaptive.tuner
+
+
 def parse_speculation(value: str | int) -> str | int:
     """Return "auto", "off" or a draft length from user input, or raise naming the value."""
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
@@ -105,22 +140,14 @@ class Engine:
         self.mtp = mtp
 
     def _make_drafter(self, fixed: int | None) -> tuple[Drafter, DraftLengthTuner | AdaptiveTuner]:
-        max_draft = max(MAX_DRAFT, fixed or 0)
-        options: list[Drafter] = []
-        if self.drafter in ("auto", "ngram"):
-            options.append(NgramDrafter())
-        if self.drafter in ("auto", "draft_model") and self.draft is not None:
-            options.append(
-                DraftModelDrafter(self.draft.model, max_draft, head_rows=self.draft_head_rows)
-            )
-        if self.drafter in ("auto", "mtp") and self.mtp is not None:
-            options.append(MTPDrafter(self.target.model, self.mtp, max_draft))
-        if fixed is not None or len(options) == 1:
-            # A fixed length uses one drafter: the last one added.
-            chosen = options[-1]
-            return chosen, DraftLengthTuner(max_draft=max_draft, fixed=fixed)
-        adaptive = AdaptiveDrafter(options, max_draft)
-        return adaptive, adaptive.tuner
+        return build_drafter(
+            self.drafter,
+            fixed,
+            draft=None if self.draft is None else self.draft.model,
+            draft_head_rows=self.draft_head_rows,
+            target=self.target.model,
+            mtp=self.mtp,
+        )
 
     def generate(
         self,
