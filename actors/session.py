@@ -173,7 +173,7 @@ class SessionRequest(SessionPrefill):
         """Return whether the last sampled token should run into the target cache.
 
         The generator samples it from the final round's logits, so the cache
-        holds every committed token but that one. A cancelled request, or one
+        contains every committed token but that one. A cancelled request, or one
         whose cache is full, or out of step with its tokens, is left as it is.
         """
         cache = state.target_cache

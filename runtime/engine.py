@@ -52,8 +52,8 @@ def build_drafter(
         options.append(MTPDrafter(target, mtp, max_draft))
     if not options:
         raise GenerationError(
-            f"drafter '{drafter}' has nothing to draft with; pass --draft with a draft model "
-            "or an MTP drafter, or use --drafter ngram"
+            f"drafter '{drafter}' needs a draft model or an MTP drafter, and none is loaded; "
+            "pass --draft with one, or use --drafter ngram"
         )
     if fixed is not None or len(options) == 1:
         # A fixed length uses one drafter: the last one added.

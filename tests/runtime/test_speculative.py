@@ -368,7 +368,7 @@ def short_match_ngram():
 
 @pytest.mark.parametrize("draft_seed", [1, 2], ids=["oracle", "adversarial"])
 @pytest.mark.parametrize("k", [3, 5, 8])
-def test_greedy_ngram_extended_by_draft_model_matches_plain(target, draft_seed, k):
+def test_ngram_extended_greedy_matches_plain(target, draft_seed, k):
     from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
 
     params = GenerationParams(max_tokens=48)
@@ -383,7 +383,7 @@ def test_greedy_ngram_extended_by_draft_model_matches_plain(target, draft_seed, 
     assert stats.rounds_by_drafter["ngram+draft_model"] > 0
 
 
-def test_combined_option_draft_cache_holds_committed_prefix(target):
+def test_ngram_extended_draft_cache_matches_prefill(target):
     from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
 
     draft = tiny_model(seed=2)
@@ -392,7 +392,7 @@ def test_combined_option_draft_cache_holds_committed_prefix(target):
     params = GenerationParams(max_tokens=30)
     tokens = spec_tokens(target, drafter, CombinedOnlyTuner(drafter, 6), params, COMBINED_PROMPT)
     committed = COMBINED_PROMPT + tokens
-    # The draft cache holds every committed token but the pending ones.
+    # The draft cache contains every committed token but the pending ones.
     held = draft_drafter.cache.kv_offset
     assert held == len(committed) - len(draft_drafter._pending)
     assert draft_drafter._pending == committed[held:]
@@ -402,7 +402,7 @@ def test_combined_option_draft_cache_holds_committed_prefix(target):
         assert mx.allclose(got[..., :held, :], want[..., :held, :], atol=1e-5)
 
 
-def test_greedy_auto_with_ngram_and_draft_model_matches_plain(target):
+def test_adaptive_three_options_matches_plain(target):
     from draftwise.runtime.drafters.adaptive import COMBINED, AdaptiveDrafter
     from draftwise.runtime.drafters.ngram import NgramDrafter
 
