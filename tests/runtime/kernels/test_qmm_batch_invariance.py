@@ -69,6 +69,18 @@ def test_qmm_many_rows_equal_single_rows(isa: str, bits: int) -> None:
         np.testing.assert_array_equal(run(x[row : row + 1], w, isa)[0], full[row])
 
 
+@pytest.mark.parametrize("isa", usable_isas())
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qmm_each_row_count_equals_single_rows(isa: str, bits: int) -> None:
+    # Row counts around the switch from the register path (up to 9 rows) to the tiled one.
+    rng = np.random.default_rng(100 + bits)
+    w = make_weight(rng, 70, 256, bits, 32)
+    x = rng.standard_normal((12, 256)).astype(np.float32)
+    singles = np.concatenate([run(x[row : row + 1], w, isa) for row in range(12)])
+    for m in range(1, 13):
+        np.testing.assert_array_equal(run(x[:m], w, isa), singles[:m], err_msg=f"m={m}")
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("rows", [1, 9, 70])
 def test_qmm_rows_independent_of_thread_count(tmp_path: Path, rows: int, threads: int) -> None:
