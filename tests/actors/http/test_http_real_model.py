@@ -137,7 +137,9 @@ async def test_real_second_turn_reuses_cache(real_gateway):
     assert cached >= first.usage.prompt_tokens + first.usage.completion_tokens
     warm_stats, cold_stats = second.model_extra["draftwise"], cold.model_extra["draftwise"]
     print(
-        f"\nsecond turn: prompt {second.usage.prompt_tokens} cached {cached} "
+        f"\nfirst turn: prompt {first.usage.prompt_tokens} output "
+        f"{first.usage.completion_tokens}; second turn: prompt {second.usage.prompt_tokens} "
+        f"cached {cached} "
         f"ttft {warm_stats['ttft_ms']} ms; cold: prompt {cold.usage.prompt_tokens} cached "
         f"{cold.usage.prompt_tokens_details.cached_tokens} ttft {cold_stats['ttft_ms']} ms"
     )
