@@ -15,6 +15,11 @@ class ModelNotFoundError(DraftwiseError):
 class ModelFormatError(DraftwiseError):
     """A model file that is corrupt, truncated or of an unsupported kind."""
 
+    def __init__(self, message: str) -> None:
+        # Parser errors quoted in the message may span lines; logs and
+        # protocol errors expect one line.
+        super().__init__(" ".join(message.splitlines()))
+
 
 class UnsupportedArchitectureError(ModelFormatError):
     """A model file whose architecture draftwise does not implement."""
