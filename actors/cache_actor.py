@@ -130,7 +130,7 @@ class CacheActor:
             state.token_ids = list(message.token_ids)
 
     def _wait_for_release(self, state: SessionState, message: Any) -> bool:
-        """Queue ``message`` on ``state`` when it is finishing; return whether it was queued."""
+        """Queue ``message`` on ``state`` if it is finishing, and return whether it was queued."""
         if not state.finishing:
             return False
         state.waiting.append(message)
@@ -198,8 +198,8 @@ class CacheActor:
         """
         cached = match.cached_token_ids()
         shared = common_prefix_length(prompt_ids, cached)
-        # A short tail is a re-tokenized edge of the last turn (text decoded,
-        # then encoded again with what follows it): nothing worth keeping.
+        # A short tail is usually the re-tokenized edge of the last turn (text
+        # decoded, then encoded again with what follows it), so it is not kept.
         return shared + FORK_MIN_TAIL <= len(cached) and len(self.sessions) < self.max_sessions
 
     def _lease_fork(self, message: SessionLeaseRequested, source: SessionState) -> None:

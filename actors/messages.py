@@ -73,7 +73,7 @@ class SessionReleased(Message, frozen=True):
 class SessionFinishing(Message, frozen=True):
     """A request sent its Done and now runs its last token into the caches.
 
-    The session stays leased for that one step; a lease or close that names
+    The session stays leased for that one step. A lease or close that names
     it, or a prefix request that matches it best, waits for the release
     instead of being refused or starting cold.
     """

@@ -15,8 +15,8 @@ class _StderrLoggerFactory:
     """Make PrintLoggers that write to whatever ``sys.stderr`` is when a line is logged.
 
     ``structlog.PrintLoggerFactory(file=sys.stderr)`` keeps the stream it saw at
-    configure time; when that stream is later replaced and closed (a test
-    harness, a daemon that reopens its streams), every log call would raise.
+    configure time. When that stream is later replaced and closed (by a test
+    harness, or a daemon that reopens its streams), every log call would raise.
     """
 
     def __call__(self, *args: object) -> structlog.PrintLogger:
