@@ -186,7 +186,7 @@ class SessionRequest(SessionPrefill):
         return cache.kv_offset == committed - 1 and committed <= limit
 
     async def _absorb_last_token(self, state: SessionState) -> bool:
-        """Run the last output token into the target cache, and return whether the caches are valid."""
+        """Run the last output token into the target cache; True when the caches stay valid."""
         assert state.target_cache is not None
         work = timed_work(
             prefill_tokens, self.parts.target.model, state.target_cache, self.output_ids[-1:]
