@@ -43,3 +43,7 @@ class GenerationError(DraftwiseError):
 
 class ChatTemplateError(DraftwiseError):
     """A chat template that is missing, invalid, or rejects the messages."""
+
+    def __init__(self, message: str) -> None:
+        # Template engine errors quoted in the message may span lines.
+        super().__init__(" ".join(message.splitlines()))
