@@ -46,8 +46,8 @@ from draftwise.runtime.generate import (
     GenerationParams,
     Timings,
     generate_plain,
+    prefill,
 )
-from draftwise.runtime.generate import prefill as prefill_tokens
 from draftwise.runtime.language_model import LanguageModel
 from draftwise.runtime.speculative import SpeculationStats, generate_speculative
 
@@ -189,7 +189,7 @@ class SessionRequest(SessionPrefill):
         """Run the last output token into the target cache; True when the caches stay valid."""
         assert state.target_cache is not None
         work = timed_work(
-            prefill_tokens, self.parts.target.model, state.target_cache, self.output_ids[-1:]
+            prefill, self.parts.target.model, state.target_cache, self.output_ids[-1:]
         )
         try:
             await self._step(state, "prefill", work)

@@ -12,13 +12,19 @@ class ModelNotFoundError(DraftwiseError):
     """A model name or path that resolves to nothing."""
 
 
-class ModelFormatError(DraftwiseError):
-    """A model file that is corrupt, truncated or of an unsupported kind."""
+class _OneLineError(DraftwiseError):
+    """An error whose message quotes another library's error, joined into one line.
+
+    Parser and template engine errors may span lines, and logs and protocol
+    error replies expect one line.
+    """
 
     def __init__(self, message: str) -> None:
-        # Parser errors quoted in the message may span lines; logs and
-        # protocol errors expect one line.
         super().__init__(" ".join(message.splitlines()))
+
+
+class ModelFormatError(_OneLineError):
+    """A model file that is corrupt, truncated or of an unsupported kind."""
 
 
 class UnsupportedArchitectureError(ModelFormatError):
@@ -41,9 +47,5 @@ class GenerationError(DraftwiseError):
     """Invalid generation parameters, such as a negative temperature."""
 
 
-class ChatTemplateError(DraftwiseError):
+class ChatTemplateError(_OneLineError):
     """A chat template that is missing, invalid, or rejects the messages."""
-
-    def __init__(self, message: str) -> None:
-        # Template engine errors quoted in the message may span lines.
-        super().__init__(" ".join(message.splitlines()))

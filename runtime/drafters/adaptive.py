@@ -76,18 +76,16 @@ class AdaptiveDrafter:
         self, num_tokens: int, sampling: SamplingParams, keys: list[mx.array] | None
     ) -> DraftProposal:
         proposal = DraftProposal(mx.zeros((0,), dtype=mx.uint32), None)
-        if self.active == COMBINED and num_tokens > 0:
+        combined = self.active == COMBINED and num_tokens > 0
+        if combined:
             assert self.ngram is not None and self.draft_model is not None
             prefix = self.ngram.peek(num_tokens)
-            self.ngram.propose(0, sampling, None)
             proposal = self.draft_model.propose_after(
                 prefix, num_tokens - len(prefix), sampling, keys
             )
-            for _, drafter in self._drafters():
-                if drafter is not self.ngram and drafter is not self.draft_model:
-                    drafter.propose(0, sampling, None)
-            return proposal
         for name, drafter in self._drafters():
+            if combined and drafter is self.draft_model:
+                continue
             if name == self.active and num_tokens > 0:
                 proposal = drafter.propose(num_tokens, sampling, keys)
             else:

@@ -68,11 +68,9 @@ def build_gguf_tokenizer(metadata: dict[str, Any], path: Path) -> Tokenizer:
     except ModelFormatError:
         raise
     except Exception as error:
-        # `tokenizers` reports invalid input with a bare Exception, sometimes
-        # over several lines; error messages here stay on one line.
-        reason = " ".join(str(error).split())
+        # `tokenizers` reports invalid input with a bare Exception.
         raise ModelFormatError(
-            f"GGUF file '{path}' has an invalid tokenizer ({reason}); {repair_hint(path)}"
+            f"GGUF file '{path}' has an invalid tokenizer ({error}); {repair_hint(path)}"
         ) from error
 
 

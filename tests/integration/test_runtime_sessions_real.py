@@ -58,8 +58,8 @@ async def test_real_runtime_second_turn_prefills_only_new_tokens(target_lm, draf
             rt, GenerateRequest(request_id="cold", prompt=prompt2, max_tokens=8)
         )
     # After its Done, the first turn ran its last sampled token into the cache too.
-    held = [*prompt1_ids, *out1]
-    expected_cached = min(common_prefix_length(prompt2_ids, held), len(prompt2_ids) - 1)
+    cached_ids = [*prompt1_ids, *out1]
+    expected_cached = min(common_prefix_length(prompt2_ids, cached_ids), len(prompt2_ids) - 1)
     assert done2.usage.cached_tokens == expected_cached
     assert done2.usage.cached_tokens >= len(prompt1_ids)
     assert cold_done.usage.cached_tokens == 0

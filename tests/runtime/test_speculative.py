@@ -393,13 +393,13 @@ def test_ngram_extended_draft_cache_matches_prefill(target):
     tokens = spec_tokens(target, drafter, CombinedOnlyTuner(drafter, 6), params, COMBINED_PROMPT)
     committed = COMBINED_PROMPT + tokens
     # The draft cache contains every committed token but the pending ones.
-    held = draft_drafter.cache.kv_offset
-    assert held == len(committed) - len(draft_drafter._pending)
-    assert draft_drafter._pending == committed[held:]
+    cached_length = draft_drafter.cache.kv_offset
+    assert cached_length == len(committed) - len(draft_drafter._pending)
+    assert draft_drafter._pending == committed[cached_length:]
     fresh = draft.make_cache()
-    prefill(draft, fresh, committed[:held])
+    prefill(draft, fresh, committed[:cached_length])
     for got, want in zip(draft_drafter.cache.state(), fresh.state(), strict=True):
-        assert mx.allclose(got[..., :held, :], want[..., :held, :], atol=1e-5)
+        assert mx.allclose(got[..., :cached_length, :], want[..., :cached_length, :], atol=1e-5)
 
 
 def test_adaptive_three_options_matches_plain(target):

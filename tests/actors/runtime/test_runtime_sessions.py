@@ -27,7 +27,7 @@ async def test_session_second_turn_prefills_only_new_tokens(speculation):
         )
         reply = _text(target, output_ids(chunks))
         second = first + reply + " and more"
-        held = len(first) + len(output_ids(chunks))  # the last token ran in after Done
+        cached_count = len(first) + len(output_ids(chunks))  # the last token ran in after Done
         chunks2, done2 = await collect(
             rt,
             GenerateRequest(
@@ -43,7 +43,7 @@ async def test_session_second_turn_prefills_only_new_tokens(speculation):
             GenerateRequest(request_id="t3", prompt=second, max_tokens=12, speculation=speculation),
         )
     assert done2.session_id == done.session_id
-    assert done2.usage.cached_tokens == held
+    assert done2.usage.cached_tokens == cached_count
     assert cold_done.usage.cached_tokens == 0
     assert output_ids(chunks2) == output_ids(cold) == solo_ids(target, second, 12)
 
@@ -223,7 +223,7 @@ async def test_session_reuse_prefix_forks_on_partial_match():
     assert output_ids(a_chunks) == solo_ids(models["tiny"], second, 6)
 
 
-async def test_finished_request_runs_its_last_token_into_the_cache():
+async def test_finished_request_caches_last_token():
     models = tiny_models()
     target = models["tiny"]
     async with open_runtime(models, prefill_chunk=8) as rt:
@@ -244,7 +244,7 @@ async def test_finished_request_runs_its_last_token_into_the_cache():
         assert mx.array_equal(got[..., : len(committed), :], want[..., : len(committed), :])
 
 
-async def test_cancelled_request_leaves_its_last_token_out():
+async def test_cancelled_request_skips_last_token():
     models = tiny_models()
     async with open_runtime(models, prefill_chunk=8) as rt:
         request = GenerateRequest(request_id="c", prompt=PROMPTS[4], max_tokens=200)
