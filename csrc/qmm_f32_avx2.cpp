@@ -41,6 +41,7 @@ struct Isa {
   static constexpr int kInlineMaxRows = 9;
   static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 2, 1, 1, 1, 1, 1, 1, 1, 1};
   static constexpr int kInlineChunk = 32;
+  static constexpr bool kLookup4 = false;
   static constexpr int kTileMR = 4;
   static constexpr int kTileNR = 3;
   static constexpr int kTileColumns = 12;

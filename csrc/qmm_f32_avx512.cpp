@@ -36,8 +36,8 @@ constexpr std::array<int8_t, 64> make_shuffle(int bits) {
 struct Isa {
   using Vec = __m512;
   static constexpr int kLanes = 16;
-  static constexpr int kInlineMaxRows = 8;
-  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 4, 4, 4, 4, 3, 3, 2, 2};
+  static constexpr int kInlineMaxRows = 9;
+  static constexpr int kInlineColumns[kInlineMaxRows + 1] = {0, 4, 4, 4, 4, 3, 3, 3, 2, 2};
   static constexpr int kInlineChunk = 32;
   static constexpr int kTileMR = 4;
   static constexpr int kTileNR = 6;
@@ -60,6 +60,25 @@ struct Isa {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
+  }
+
+  static constexpr bool kLookup4 = true;
+
+  static Vec table4(Vec scale, Vec bias) {
+    const Vec q = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_fmadd_ps(q, scale, bias);
+  }
+
+  // Lane e of the index holds element J * 16 + e in its low 4 bits (higher
+  // bits hold its neighbours, which the permute ignores).
+  template <int J>
+  static Vec lookup4(const uint8_t* block, Vec table) {
+    constexpr std::array<int8_t, 64> kControl = make_shuffle(4);
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 8 * J));
+    const __m512i control = _mm512_loadu_si512(kControl.data());
+    const __m512i shifts = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    const __m512i spread = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(bytes), control);
+    return _mm512_permutexvar_ps(_mm512_srlv_epi32(spread, shifts), table);
   }
 
   template <int Bits, int J>
@@ -87,6 +106,7 @@ struct Isa {
   }
 };
 
+#define DRAFTWISE_ISA_LOOKUP4 1
 #include "qmm_f32_simd.h"
 
 }  // namespace

@@ -7,6 +7,9 @@
 //   fmadd(a, b, c) = a * b + c rounded once, hsum(v) with a fixed tree,
 //   unpack<Bits, J>(block): elements [J * kLanes, (J + 1) * kLanes) of a
 //     32-element block (4 * Bits bytes) as float vectors of exact integers,
+//   kLookup4, and where it is true table4(scale, bias) (the 16 values
+//     fmadd(q, scale, bias) for q = 0 .. 15) and lookup4<J>(block, table)
+//     (the elements unpack<4, J> selects, taken from the table),
 //   and the tiling constants used below.
 //
 // Reduction order, identical in both paths below: lane l of the accumulator
@@ -35,6 +38,35 @@ inline const uint8_t* weight_row(const draftwise::QmmProblem& p, int64_t n) {
   return reinterpret_cast<const uint8_t*>(p.weight) + n * (p.k * p.bits / 8);
 }
 
+// The dequantized weights of one group of one output column:
+// w = fmadd(q, scale, bias) for each element's integer q. An ISA with
+// `kLookup4` computes those 16 values once per group for 4-bit weights and
+// then picks them by index (same bits, fewer instructions per vector).
+template <int Bits, bool Lookup = (Bits == 4 && Isa::kLookup4)>
+struct GroupWeights {
+  typename Isa::Vec scale;
+  typename Isa::Vec bias;
+  GroupWeights() = default;
+  GroupWeights(float s, float b) : scale(Isa::broadcast(s)), bias(Isa::broadcast(b)) {}
+  template <int J>
+  typename Isa::Vec get(const uint8_t* block) const {
+    return Isa::fmadd(Isa::template unpack<Bits, J>(block), scale, bias);
+  }
+};
+
+#if defined(DRAFTWISE_ISA_LOOKUP4)  // defined by units whose Isa has table4 and lookup4
+template <int Bits>
+struct GroupWeights<Bits, true> {
+  typename Isa::Vec table;
+  GroupWeights() = default;
+  GroupWeights(float s, float b) : table(Isa::table4(Isa::broadcast(s), Isa::broadcast(b))) {}
+  template <int J>
+  typename Isa::Vec get(const uint8_t* block) const {
+    return Isa::template lookup4<J>(block, table);
+  }
+};
+#endif
+
 // ---------------------------------------------------------------------------
 // Few rows: unpack each weight vector in registers and use it for every row.
 // ---------------------------------------------------------------------------
@@ -59,19 +91,17 @@ void inline_tile(const draftwise::QmmProblem& p, int64_t n0) {
   }
 
   for (int64_t g = 0; g < groups; ++g) {
-    Vec scale[NR];
-    Vec bias[NR];
+    GroupWeights<Bits> group[NR];
     for (int c = 0; c < NR; ++c) {
-      scale[c] = Isa::broadcast(p.scales[(n0 + c) * groups + g]);
-      bias[c] = Isa::broadcast(p.biases[(n0 + c) * groups + g]);
+      group[c] = GroupWeights<Bits>(p.scales[(n0 + c) * groups + g],
+                                    p.biases[(n0 + c) * groups + g]);
     }
     for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
       static_for<kVectorsPerBlock>([&](auto j) {
         const int64_t k = b * kBlockElements + j * kLanes;
         Vec w[NR];
         for (int c = 0; c < NR; ++c) {
-          const uint8_t* block = rows[c] + b * 4 * Bits;
-          w[c] = Isa::fmadd(Isa::template unpack<Bits, j>(block), scale[c], bias[c]);
+          w[c] = group[c].template get<j>(rows[c] + b * 4 * Bits);
         }
         for (int r = 0; r < MR; ++r) {
           const Vec xv = Isa::load(p.x + r * p.k + k);
@@ -118,11 +148,11 @@ void dequantize_tile(const draftwise::QmmProblem& p, int64_t n0, int columns, in
     float* dst = tile + c * slab;
     for (int64_t b = k0 / kBlockElements; b < (k0 + slab) / kBlockElements; ++b) {
       const int64_t g = b * kBlockElements / p.group_size;
-      const auto scale = Isa::broadcast(p.scales[(n0 + c) * groups + g]);
-      const auto bias = Isa::broadcast(p.biases[(n0 + c) * groups + g]);
+      const GroupWeights<Bits> group(p.scales[(n0 + c) * groups + g],
+                                     p.biases[(n0 + c) * groups + g]);
       const uint8_t* block = row + b * 4 * Bits;
       static_for<kBlockElements / kLanes>([&](auto j) {
-        const auto w = Isa::fmadd(Isa::template unpack<Bits, j>(block), scale, bias);
+        const auto w = group.template get<j>(block);
         Isa::store(dst + (b * kBlockElements - k0) + j * kLanes, w);
       });
     }

@@ -110,7 +110,14 @@ def test_kernel_math_env_selects_int8(monkeypatch: pytest.MonkeyPatch) -> None:
     w = make_weight(rng, 24, 256, 4, 64)
     x = rng.standard_normal((3, 256)).astype(np.float32)
     assert kernels.kernel_info()["math"] == "int8"
-    np.testing.assert_array_equal(np.array(kernels.quantized_matmul(mx.array(x), w)), run(x, w))
+    # The CPU's best int8 variant: AVX-512 VNNI where present, else AVX2.
+    best = _qmm.quantized_matmul(
+        mx.array(x), w.weight, w.scales, w.biases, w.bits, w.group_size, math="int8"
+    )
+    np.testing.assert_array_equal(
+        np.array(kernels.quantized_matmul(mx.array(x), w)), np.array(best)
+    )
+    assert not np.array_equal(np.array(best), run(x, w, "f32"))
 
 
 def test_kernel_math_env_rejects_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
