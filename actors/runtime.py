@@ -69,6 +69,8 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_sessions: int = 64
     prefill_chunk: int = 256
     """Tokens per scheduled prefill slice."""
+    batch_sessions: int = 8
+    """Most sessions whose decode rounds share one target pass; 1 runs every round alone."""
 
     def validate(self) -> None:
         """Raise `RuntimeRequestError` (invalid_request) naming the first bad field."""
@@ -77,6 +79,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             (self.cache_budget_bytes < 0, f"cache_budget_bytes {self.cache_budget_bytes} < 0"),
             (self.max_sessions < 1, f"max_sessions {self.max_sessions} must be at least 1"),
             (self.prefill_chunk < 1, f"prefill_chunk {self.prefill_chunk} must be at least 1"),
+            (self.batch_sessions < 1, f"batch_sessions {self.batch_sessions} must be at least 1"),
         ]
         for bad, text in problems:
             if bad:
@@ -122,7 +125,7 @@ class Runtime:
             )
             Engine(target, draft, config.drafter)  # raises on an unusable combination
             inbox_size = config.max_sessions + 16
-            scheduler = Scheduler(device, inbox_size)
+            scheduler = Scheduler(device, inbox_size, config.batch_sessions)
             cache = CacheActor(config.cache_budget_bytes, config.max_sessions, inbox_size * 4)
             tuner = TunerActor(inbox_size * 4)
             parts = RuntimeParts(target, draft, scheduler, cache, tuner, config.prefill_chunk)

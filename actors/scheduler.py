@@ -2,11 +2,19 @@
 
 A step is one prefill slice or one decode round. Every session has at
 most one step waiting, because it submits the next one only after the
-previous one's reply. Waiting steps run first come, first served. So with
-N sessions busy, each one waits for at most N - 1 other steps between two
-of its own (round-robin). A long prompt is prefilled in slices of
+previous one's reply. Waiting steps run first come, first served, one
+device call each or several rounds in one call (below). So with N
+sessions busy, each one waits for at most N - 1 other device calls between
+two of its own (round-robin). A long prompt is prefilled in slices of
 `RuntimeConfig.prefill_chunk` tokens, one step each, so it delays other
 sessions by one slice per turn instead of the whole prefill.
+
+Decode rounds of different sessions on the same target run together, up to
+`RuntimeConfig.batch_sessions` at a time: their target passes become one
+pass whose linear layers read the weights once for all of them, and their
+graphs are evaluated in one sync. Before such a step the scheduler lets
+the other sessions submit their next rounds (a few milliseconds at most),
+so sessions that decode at the same time keep meeting in one pass.
 """
 
 from __future__ import annotations
@@ -15,27 +23,39 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
+import outcome
 import structlog
 import trio
+import trio.testing
 
 from draftwise.actors.device import DeviceThread
 from draftwise.actors.messages import Phase, StepReply, StepRequested
+from draftwise.actors.session_steps import RoundStep, run_rounds_together
 
 log = structlog.get_logger("draftwise.actors")
 
 # How many executed steps `Scheduler.history` remembers, for tests and stats.
 HISTORY_STEPS = 4096
 
+# How long a decode round waits for other sessions' rounds to join it.
+GATHER_S = 0.003
+
 
 class Scheduler:
     """Serialize device steps fairly across sessions until the inbox closes."""
 
-    def __init__(self, device: DeviceThread, inbox_size: int) -> None:
+    def __init__(self, device: DeviceThread, inbox_size: int, batch_sessions: int = 1) -> None:
         self.device = device
+        self.batch_sessions = batch_sessions
+        # How many rounds each shared pass carried, by count (for tests and stats).
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
         self.inbox, self._receive = trio.open_memory_channel[StepRequested](inbox_size)
         self.history: collections.deque[tuple[str, str, Phase]] = collections.deque(
             maxlen=HISTORY_STEPS
         )
+        # The request ids of every device call, one tuple per call (a shared
+        # pass lists all its rounds).
+        self.calls: collections.deque[tuple[str, ...]] = collections.deque(maxlen=HISTORY_STEPS)
         self.steps_run = 0
         self.waiting = 0
 
@@ -49,9 +69,16 @@ class Scheduler:
                         ready.append(await self._receive.receive())
                     except trio.EndOfChannel:
                         break
+                if self.batch_sessions > 1 and isinstance(ready[0].work, RoundStep):
+                    await self._gather()
                 self._drain_inbox(ready)
                 self.waiting = len(ready) - 1
-                await self._run_step(ready.popleft())
+                step = ready.popleft()
+                batch = self._batch_with(step, ready)
+                if batch:
+                    await self._run_batch([step, *batch])
+                else:
+                    await self._run_step(step)
         log.info("actor_stopped", actor="scheduler", steps_run=self.steps_run)
 
     def _drain_inbox(self, ready: collections.deque[StepRequested]) -> None:
@@ -61,18 +88,65 @@ class Scheduler:
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
 
-    async def _run_step(self, step: StepRequested) -> None:
-        self.history.append((step.session_id, step.request_id, step.phase))
-        self.steps_run += 1
+    async def _gather(self) -> None:
+        """Let sessions that just got a reply submit their next round, for a bounded time."""
+        with trio.move_on_after(GATHER_S):
+            await trio.testing.wait_all_tasks_blocked()
+
+    def _batch_with(
+        self, step: StepRequested, ready: collections.deque[StepRequested]
+    ) -> list[StepRequested]:
+        """Take from ``ready`` the rounds that can share ``step``'s pass."""
+        if self.batch_sessions < 2 or not isinstance(step.work, RoundStep):
+            return []
+        model = step.work.model
+        batch = [
+            other
+            for other in ready
+            if isinstance(other.work, RoundStep)
+            and other.work.model is model
+            and other.session_id != step.session_id
+        ][: self.batch_sessions - 1]
+        for other in batch:
+            ready.remove(other)
+        return batch
+
+    async def _run_batch(self, steps: list[StepRequested]) -> None:
+        for step in steps:
+            self.history.append((step.session_id, step.request_id, step.phase))
+        self.calls.append(tuple(step.request_id for step in steps))
+        self.steps_run += len(steps)
+        self.batch_sizes[len(steps)] += 1
+        rounds = [step.work for step in steps]
         try:
-            reply = StepReply(value=await self.device.call(step.work))
-        except Exception as error:  # the session turns it into that request's error
-            reply = StepReply(error=error)
+            results = await self.device.call(run_rounds_together, rounds)
+            replies = [
+                StepReply(error=result.error)
+                if isinstance(result, outcome.Error)
+                else StepReply(value=result.unwrap())
+                for result in results
+            ]
+        except Exception as error:
+            replies = [StepReply(error=error) for _ in steps]
+        for step, reply in zip(steps, replies, strict=True):
+            self._reply(step, reply)
+
+    def _reply(self, step: StepRequested, reply: StepReply) -> None:
         try:
             step.reply.send_nowait(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The session went away (its runtime is closing); the step's effect stays.
             log.debug("step_reply_dropped", actor="scheduler", session_id=step.session_id)
+
+    async def _run_step(self, step: StepRequested) -> None:
+        self.history.append((step.session_id, step.request_id, step.phase))
+        self.calls.append((step.request_id,))
+        self.steps_run += 1
+        try:
+            reply = StepReply(value=await self.device.call(step.work))
+        except Exception as error:  # the session turns it into that request's error
+            reply = StepReply(error=error)
+        self._reply(step, reply)
 
 
 async def run_step(

@@ -13,7 +13,6 @@ caches are always at a round boundary when the request ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +33,8 @@ from draftwise.actors.runtime_errors import RuntimeRequestError
 from draftwise.actors.scheduler import Scheduler, run_step
 from draftwise.actors.session_prefill import SessionPrefill
 from draftwise.actors.session_steps import (
+    RoundStep,
     SessionPrefiller,
-    round_work,
     speculation_summary,
     timed_work,
 )
@@ -45,11 +44,12 @@ from draftwise.runtime.generate import (
     GenerationChunk,
     GenerationParams,
     Timings,
-    generate_plain,
+    plain_steps,
     prefill,
 )
 from draftwise.runtime.language_model import LanguageModel
-from draftwise.runtime.speculative import SpeculationStats, generate_speculative
+from draftwise.runtime.speculative import SpeculationStats, speculative_steps
+from draftwise.runtime.stepping import StepGenerator
 
 log = structlog.get_logger("draftwise.actors")
 
@@ -256,13 +256,11 @@ class SessionRequest(SessionPrefill):
         drafter, recording = state.drafters[key]
         return drafter, recording
 
-    def _chunks(
-        self, drafter: Any, tuner: Any, stats: Any, prefiller: Any
-    ) -> Iterator[GenerationChunk]:
+    def _chunks(self, drafter: Any, tuner: Any, stats: Any, prefiller: Any) -> StepGenerator:
         target = self.parts.target
         timings = Timings()
         if tuner is None:
-            return generate_plain(
+            return plain_steps(
                 target.model,
                 target.tokenizer,
                 self.plan.prompt_ids,
@@ -270,7 +268,7 @@ class SessionRequest(SessionPrefill):
                 timings,
                 prefiller,
             )
-        return generate_speculative(
+        return speculative_steps(
             target.model,
             drafter,
             target.tokenizer,
@@ -283,7 +281,7 @@ class SessionRequest(SessionPrefill):
         )
 
     async def _run_rounds(
-        self, state: SessionState, chunks: Iterator[GenerationChunk], tuner: Any, stats: Any
+        self, state: SessionState, chunks: StepGenerator, tuner: Any, stats: Any
     ) -> str:
         pending_text: list[str] = []
         while True:
@@ -291,7 +289,9 @@ class SessionRequest(SessionPrefill):
                 return "cancelled"  # the suspended generator owns no resources to close
             before = stats.num_accepted if stats is not None else 0
             rounds_before = stats.rounds if stats is not None else 0
-            result = await self._step(state, "decode", round_work(chunks, tuner))
+            result = await self._step(
+                state, "decode", RoundStep(chunks, tuner, self.parts.target.model)
+            )
             if result is None:
                 raise AssertionError("the generator ended without a finish reason")
             chunk, draft_length, drafter_name, seconds = result

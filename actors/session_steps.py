@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+import outcome
 
 from draftwise.actors.cache_actor import SessionState
 from draftwise.protocol import SpeculationSummary
 from draftwise.runtime.generate import GenerationChunk
 from draftwise.runtime.language_model import LanguageModel
 from draftwise.runtime.speculative import SpeculationStats
+from draftwise.runtime.stepping import StepGenerator, advance_together
 
 
 class SessionPrefiller:
@@ -42,25 +45,50 @@ def timed_work(fn: Any, *args: Any) -> Any:
     return work
 
 
-def round_work(chunks: Iterator[GenerationChunk], tuner: Any) -> Any:
-    """Return a step that runs one round: the chunk, draft length, drafter and seconds.
+class RoundStep:
+    """One decode round of a session, as a step the scheduler may run with other sessions'.
 
-    The step returns None when the generator ended without another chunk.
+    Called alone, it advances the session's step generator to its next
+    chunk. `run_rounds_together` advances several at once, so their target
+    passes share one read of the weights. Either way the step returns the
+    chunk, the draft length, the drafter and the seconds it took, or None
+    when the generator ended without another chunk.
     """
 
-    def work() -> tuple[GenerationChunk, int, str, float] | None:
-        started = time.perf_counter()
-        if tuner is not None:
-            tuner.last_choice = 0
-        try:
-            chunk = next(chunks)
-        except StopIteration:
-            return None
-        drafter_name = tuner.drafter_name() if tuner is not None else "none"
-        draft_length = tuner.last_choice if tuner is not None else 0
-        return chunk, draft_length, drafter_name, time.perf_counter() - started
+    def __init__(self, steps: StepGenerator, tuner: Any, model: Any) -> None:
+        self.steps = steps
+        self.tuner = tuner
+        self.model = model  # the target Transformer: only rounds on one model share a pass
+        self._started = 0.0
 
-    return work
+    def begin(self) -> None:
+        self._started = time.perf_counter()
+        if self.tuner is not None:
+            self.tuner.last_choice = 0
+
+    def finish(
+        self, result: outcome.Outcome[GenerationChunk | None]
+    ) -> tuple[GenerationChunk, int, str, float] | None:
+        chunk = result.unwrap()
+        if chunk is None:
+            return None
+        drafter_name = self.tuner.drafter_name() if self.tuner is not None else "none"
+        draft_length = self.tuner.last_choice if self.tuner is not None else 0
+        return chunk, draft_length, drafter_name, time.perf_counter() - self._started
+
+    def __call__(self) -> tuple[GenerationChunk, int, str, float] | None:
+        self.begin()
+        return self.finish(advance_together([self.steps])[0])
+
+
+def run_rounds_together(rounds: list[RoundStep]) -> list[outcome.Outcome[Any]]:
+    """Run one round of every session in ``rounds``; one outcome (value or error) each."""
+    for step in rounds:
+        step.begin()
+    results = advance_together([step.steps for step in rounds])
+    return [
+        outcome.capture(step.finish, result) for step, result in zip(rounds, results, strict=True)
+    ]
 
 
 def speculation_summary(stats: SpeculationStats | None) -> SpeculationSummary:

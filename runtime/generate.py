@@ -14,6 +14,7 @@ from draftwise.runtime.cache import ModelCache
 from draftwise.runtime.errors import GenerationError
 from draftwise.runtime.models.transformer import Transformer
 from draftwise.runtime.sampling import KeySequence, SamplingParams, select_tokens
+from draftwise.runtime.stepping import EvalCall, ForwardCall, StepGenerator, drive
 from draftwise.runtime.termination import StopConditions
 
 # Prefill runs in chunks of this many tokens, bounding the memory of one
@@ -129,6 +130,18 @@ def generate_plain(
     prefiller: Prefiller = fresh_prefill,
 ) -> Iterator[GenerationChunk]:
     """Yield one chunk per generated token until EOS, a stop string or max_tokens."""
+    return drive(plain_steps(model, tokenizer, prompt_ids, params, timings, prefiller))
+
+
+def plain_steps(
+    model: Transformer,
+    tokenizer: TokenizerLike,
+    prompt_ids: Sequence[int],
+    params: GenerationParams,
+    timings: Timings | None = None,
+    prefiller: Prefiller = fresh_prefill,
+) -> StepGenerator:
+    """`generate_plain` as a step generator (see `draftwise.runtime.stepping`)."""
     timings = timings if timings is not None else Timings()
     max_tokens = check_context(model, len(prompt_ids), params.max_tokens)
     stops = StopConditions(tokenizer.decode, tokenizer.eos_token_ids, params.stop, max_tokens)
@@ -150,9 +163,10 @@ def generate_plain(
         if result.finish_reason is not None:
             break
         step += 1
-        logits = model(mx.array([token_id], dtype=mx.uint32), cache).logits
-        token = select_tokens(logits, params.sampling, keys.key(step) if keys else None)
-        mx.eval(token)
+        output = yield ForwardCall(model, mx.array([token_id], dtype=mx.uint32), cache)
+        assert output is not None
+        token = select_tokens(output.logits, params.sampling, keys.key(step) if keys else None)
+        yield EvalCall([token])
         token_id = scalar_int(token)
         timings.decode_s = time.perf_counter() - started
 

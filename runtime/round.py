@@ -2,13 +2,16 @@
 
 draft k tokens -> verify the last committed token plus the k proposals in
 one target pass -> accept on the device -> pick the target's own next
-token. `mx.eval` runs once per round; everything before it only builds the
-graph, so the host waits on the device once.
+token. The graph is evaluated once per round; everything before it only
+builds the graph, so the host waits on the device once. `round_steps`
+yields the target pass and the evaluation to its driver (see
+`draftwise.runtime.stepping`), which may share both with other sequences.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -16,12 +19,9 @@ import mlx.core as mx
 from draftwise.runtime.arrays import int_list, scalar_int
 from draftwise.runtime.cache import ModelCache
 from draftwise.runtime.drafters.base import Drafter, DraftProposal
-from draftwise.runtime.models.transformer import Transformer
+from draftwise.runtime.models.transformer import ForwardOutput, Transformer
 from draftwise.runtime.sampling import SamplingParams, filtered_logprobs
-
-# The host waits for the device here and nowhere else in a round; tests
-# replace it to count syncs.
-evaluate = mx.eval
+from draftwise.runtime.stepping import EvalCall, ForwardCall, StepItem, drive_call
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class RoundOutcome:
     num_accepted: int
     next_token_id: int
     elapsed_s: float
+    # The verify pass's post-final-norm hidden states [k + 1, hidden] (lazy,
+    # evaluated with the round), for drafters that read the target's state.
+    hidden: mx.array | None = None
 
     @property
     def committed_ids(self) -> list[int]:
@@ -85,9 +88,25 @@ def run_round(
     params: SamplingParams,
     round_key: mx.array | None,
 ) -> RoundOutcome:
-    """Run one round from ``last_token_id`` (committed, not yet in ``cache``).
+    """Run one round alone; see `round_steps`."""
+    return drive_call(
+        round_steps(target, cache, drafter, last_token_id, num_draft, params, round_key)
+    )
 
-    On return the target cache contains ``last_token_id`` and all k
+
+def round_steps(
+    target: Transformer,
+    cache: ModelCache,
+    drafter: Drafter | None,
+    last_token_id: int,
+    num_draft: int,
+    params: SamplingParams,
+    round_key: mx.array | None,
+) -> Generator[StepItem, object, RoundOutcome]:
+    """Build one round from ``last_token_id`` (committed, not yet in ``cache``).
+
+    Yields the target pass and then the one evaluation, and returns the
+    outcome. On return the target cache contains ``last_token_id`` and all k
     proposals, and the caller cuts it back to the committed prefix with `ModelCache.rollback`.
     ``round_key`` (required when sampling) must be fresh for every round,
     because the round splits it into the drafter's keys and its own.
@@ -104,7 +123,9 @@ def run_round(
         proposal = drafter.propose(num_draft, params, draft_keys)
 
     inputs = mx.concatenate([mx.array([last_token_id], dtype=mx.uint32), proposal.draft_token_ids])
-    logits = target(inputs, cache).logits  # [k + 1, vocab]
+    output = yield ForwardCall(target, inputs, cache)
+    assert isinstance(output, ForwardOutput)
+    logits = output.logits  # [k + 1, vocab]
     if params.greedy:
         num_accepted, next_token = _accept_greedy(logits, proposal)
     else:
@@ -112,10 +133,11 @@ def run_round(
         accept_key = mx.random.split(round_key, num_draft + 1)[0]
         num_accepted, next_token = _accept_sampled(logits, proposal, params, accept_key)
 
-    evaluate(proposal.draft_token_ids, num_accepted, next_token, *cache.state())
+    yield EvalCall([proposal.draft_token_ids, num_accepted, next_token, *cache.state()])
     return RoundOutcome(
         draft_token_ids=int_list(proposal.draft_token_ids),
         num_accepted=scalar_int(num_accepted),
         next_token_id=scalar_int(next_token),
         elapsed_s=time.perf_counter() - started,
+        hidden=output.hidden,
     )

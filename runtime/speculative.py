@@ -21,8 +21,9 @@ from draftwise.runtime.generate import (
     fresh_prefill,
 )
 from draftwise.runtime.models.transformer import Transformer
-from draftwise.runtime.round import run_round
+from draftwise.runtime.round import round_steps
 from draftwise.runtime.sampling import KeySequence, select_tokens
+from draftwise.runtime.stepping import StepGenerator, drive
 from draftwise.runtime.termination import StopConditions
 from draftwise.runtime.tuner import DraftLengthTuner
 
@@ -95,6 +96,25 @@ def generate_speculative(
     timings: Timings | None = None,
     prefiller: Prefiller = fresh_prefill,
 ) -> Iterator[GenerationChunk]:
+    """Yield one chunk per round until EOS, a stop string or max_tokens; see `speculative_steps`."""
+    return drive(
+        speculative_steps(
+            target, drafter, tokenizer, prompt_ids, params, tuner, stats, timings, prefiller
+        )
+    )
+
+
+def speculative_steps(
+    target: Transformer,
+    drafter: Drafter | None,
+    tokenizer: TokenizerLike,
+    prompt_ids: Sequence[int],
+    params: GenerationParams,
+    tuner: DraftLengthTuner | AdaptiveTuner,
+    stats: SpeculationStats | None = None,
+    timings: Timings | None = None,
+    prefiller: Prefiller = fresh_prefill,
+) -> StepGenerator:
     """Yield one chunk per round until EOS, a stop string or max_tokens.
 
     Each round's committed run is cut at the first stop point before it is
@@ -133,7 +153,9 @@ def generate_speculative(
         k = tuner.choose(limit) if stats.reason_off is None else 0
         checkpoint = cache.checkpoint()
         round_key = keys.key(round_index) if keys else None
-        outcome = run_round(target, cache, drafter, last_token_id, k, params.sampling, round_key)
+        outcome = yield from round_steps(
+            target, cache, drafter, last_token_id, k, params.sampling, round_key
+        )
 
         host_started = time.perf_counter()
         committed = outcome.committed_ids
@@ -142,6 +164,10 @@ def generate_speculative(
         # The target's cache always keeps max_draft + 2 positions of rollback
         # room, so a failure here is a bug and propagates.
         cache.rollback(checkpoint + len(kept))
+        if outcome.hidden is not None:
+            # A drafter reading the target's state must see this sequence's
+            # verify pass, even when the pass was shared with others.
+            target.remember(outcome.hidden, cache)
         if drafter is not None:
             try:
                 drafter.commit(min(outcome.num_accepted, len(kept)), kept)

@@ -153,6 +153,45 @@ class Transformer:
         logits = linear(hidden, self._head)  # [n, vocab] or [n, head_rows]
         return ForwardOutput(logits=logits, hidden=hidden if return_hidden else None)
 
+    def forward_many(
+        self, token_ids: list[mx.array], caches: list[ModelCache]
+    ) -> list[ForwardOutput]:
+        """Run several sequences' new tokens as one pass; return one output per sequence.
+
+        The linear layers multiply the rows of every sequence together, so the
+        weights are read once for all of them; attention, rotary positions and
+        caches stay per sequence. Every row computes the same bits as it would
+        in a call of its own (the verify kernel's batch invariance).
+        ``last_hidden`` and ``last_cache`` are left unset: call `remember`
+        with a sequence's output before a drafter reads them.
+        """
+        if len(token_ids) != len(caches):
+            raise ValueError(f"{len(token_ids)} token arrays but {len(caches)} caches")
+        config = self.config
+        sizes = [int(ids.shape[0]) for ids in token_ids]
+        if any(size == 0 for size in sizes):
+            raise ValueError(f"every sequence needs at least one new token, got row counts {sizes}")
+        hidden = embed(mx.concatenate(token_ids), self.weights["token_embd.weight"])
+        if config.embedding_scale != 1.0:
+            hidden = hidden * config.embedding_scale
+        for layer in range(config.num_layers):
+            layer_caches = [cache.layers[layer] for cache in caches]
+            hidden = self._block(layer, hidden, layer_caches, sizes)
+        hidden = rms_norm(hidden, self._norm("output_norm.weight"), config.rms_norm_eps)
+        logits = linear(hidden, self._head)
+        outputs = []
+        start = 0
+        for size in sizes:
+            rows = slice(start, start + size)
+            outputs.append(ForwardOutput(logits=logits[rows], hidden=hidden[rows]))
+            start += size
+        return outputs
+
+    def remember(self, hidden: mx.array, cache: ModelCache) -> None:
+        """Record ``hidden`` and ``cache`` as the newest call's, as `__call__` does."""
+        self.last_hidden = hidden
+        self._last_cache = weakref.ref(cache)
+
     @property
     def last_cache(self) -> ModelCache | None:
         """Return the newest call's cache while another object still references it, else None."""
@@ -169,12 +208,18 @@ class Transformer:
         assert value is not None, f"missing {name}"
         return value
 
-    def _block(self, layer: int, x: mx.array, cache: LayerCache) -> mx.array:
+    def _block(
+        self,
+        layer: int,
+        x: mx.array,
+        cache: LayerCache | list[LayerCache],
+        sizes: list[int] | None = None,
+    ) -> mx.array:
         prefix = f"blk.{layer}."
         eps = self.config.rms_norm_eps
 
         h = rms_norm(x, self._norm(prefix + "attn_norm.weight"), eps)
-        h = self._attention(layer, h, cache)
+        h = self._attention(layer, h, cache, sizes)
         post_attention = self._vector(prefix + "post_attention_norm.weight")
         if post_attention is not None:
             h = rms_norm(h, post_attention, eps)
@@ -187,12 +232,22 @@ class Transformer:
             h = rms_norm(h, post_ffw, eps)
         return x + h
 
-    def _attention(self, layer: int, x: mx.array, cache: LayerCache) -> mx.array:
+    def _attention(
+        self,
+        layer: int,
+        x: mx.array,
+        cache: LayerCache | list[LayerCache],
+        sizes: list[int] | None = None,
+    ) -> mx.array:
+        """Self-attention over ``x``; with ``sizes``, ``x`` holds several sequences' rows.
+
+        Then ``cache`` is a list with each sequence's layer cache, and rows
+        ``sum(sizes[:i]) ..`` belong to sequence ``i``.
+        """
         config = self.config
         w = self.weights
         prefix = f"blk.{layer}."
         num_rows = x.shape[0]
-        start = cache.offset
 
         q = linear(x, w[prefix + "attn_q.weight"], self._vector(prefix + "attn_q.bias"))
         k = linear(x, w[prefix + "attn_k.weight"], self._vector(prefix + "attn_k.bias"))
@@ -208,6 +263,28 @@ class Transformer:
             q = rms_norm(q, q_norm, config.rms_norm_eps)
             k = rms_norm(k, k_norm, config.rms_norm_eps)
 
+        if isinstance(cache, LayerCache):
+            out = self._attend_sequence(layer, q, k, v, cache)
+        else:
+            assert sizes is not None and len(sizes) == len(cache)
+            parts = []
+            start = 0
+            for size, sequence_cache in zip(sizes, cache, strict=True):
+                rows = slice(start, start + size)
+                parts.append(
+                    self._attend_sequence(layer, q[:, rows], k[:, rows], v[:, rows], sequence_cache)
+                )
+                start += size
+            out = mx.concatenate(parts, axis=1)
+        out = out.transpose(1, 0, 2).reshape(num_rows, config.num_heads * config.head_dim)
+        return linear(out, w[prefix + "attn_output.weight"])
+
+    def _attend_sequence(
+        self, layer: int, q: mx.array, k: mx.array, v: mx.array, cache: LayerCache
+    ) -> mx.array:
+        """Rotate one sequence's rows, extend its cache, attend: ``[heads, n, head_dim]``."""
+        config = self.config
+        start = cache.offset
         sliding = config.is_sliding_layer(layer)
         theta = config.rope_theta_local if sliding else config.rope_theta
         scale = 1.0 if sliding else config.rope_scale
@@ -215,7 +292,7 @@ class Transformer:
         k = rope(k, start, theta, scale, self.traditional_rope)
 
         keys, values, key_start = cache.append(k, v)
-        out = attend(
+        return attend(
             q,
             keys,
             values,
@@ -223,9 +300,7 @@ class Transformer:
             key_start=key_start,
             scale=config.attention_scale,
             window=config.sliding_window if sliding else 0,
-        )  # [heads, n, head_dim]
-        out = out.transpose(1, 0, 2).reshape(num_rows, config.num_heads * config.head_dim)
-        return linear(out, w[prefix + "attn_output.weight"])
+        )
 
     def _mlp(self, prefix: str, x: mx.array) -> mx.array:
         w = self.weights

@@ -6,7 +6,7 @@ import mlx.core as mx
 import pytest
 from fakes import EOS_ID, CharTokenizer, ScriptedDrafter, tiny_model
 
-from draftwise.runtime import round as round_module
+from draftwise.runtime import stepping
 from draftwise.runtime.drafters.draft_model import DraftModelDrafter
 from draftwise.runtime.generate import GenerationParams, generate_plain, prefill
 from draftwise.runtime.speculative import SpeculationStats, generate_speculative
@@ -135,7 +135,7 @@ def test_round_evaluates_once(target, monkeypatch):
         calls.append(len(arrays))
         mx.eval(*arrays)
 
-    monkeypatch.setattr(round_module, "evaluate", counting_eval)
+    monkeypatch.setattr(stepping, "evaluate", counting_eval)
     params = GenerationParams(max_tokens=20)
     drafter = DraftModelDrafter(tiny_model(seed=5))
     stats = SpeculationStats()

@@ -99,13 +99,22 @@ class PoisonedModel(WrappedModel):
         self._limits: dict[int, int] = {}  # id(cache) -> kv_offset at which to fail
 
     def __call__(self, inputs: Any, cache: Any, **kw: Any) -> Any:
+        self._check(inputs, cache)
+        return self.inner(inputs, cache, **kw)
+
+    def forward_many(self, inputs: list[Any], caches: list[Any]) -> Any:
+        # A pass shared with the poisoned sequence fails as a whole.
+        for ids, cache in zip(inputs, caches, strict=True):
+            self._check(ids, cache)
+        return self.inner.forward_many(inputs, caches)
+
+    def _check(self, inputs: Any, cache: Any) -> None:
         ids = inputs.tolist()
         if self.poison_id in ids:
             self._limits[id(cache)] = cache.kv_offset + len(ids) + self.after_tokens
         limit = self._limits.get(id(cache))
         if limit is not None and cache.kv_offset >= limit:
             raise RuntimeError("injected fault in the target's forward pass")
-        return self.inner(inputs, cache, **kw)
 
 
 class BlockingModel(WrappedModel):

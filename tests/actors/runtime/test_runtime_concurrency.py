@@ -58,6 +58,43 @@ async def test_runtime_concurrent_sessions_match_solo(speculation):
         assert any(done.speculation.num_accepted > 0 for _, done in results.values())
 
 
+@pytest.mark.parametrize("speculation", ["off", 3])
+async def test_concurrent_rounds_share_target_passes(speculation):
+    models = tiny_models()
+    requests = [
+        GenerateRequest(
+            request_id=f"r{i}", prompt=p, max_tokens=MAX_TOKENS, speculation=speculation
+        )
+        for i, p in enumerate(PROMPTS[:4])
+    ]
+    async with open_runtime(models, draft="tiny-draft", prefill_chunk=64) as rt:
+        results = await _run_all(rt, requests)
+        sizes = dict(rt._parts.scheduler.batch_sizes)
+        calls = list(rt._parts.scheduler.calls)
+    for i, prompt in enumerate(PROMPTS[:4]):
+        assert output_ids(results[f"r{i}"][0]) == solo_ids(models["tiny"], prompt, MAX_TOKENS)
+    # Most rounds ran in passes shared by several sessions.
+    shared = sum(size * count for size, count in sizes.items())
+    rounds = sum(len(ids) for ids in calls) - 4  # minus one prefill call per request
+    assert max(sizes) >= 3, sizes
+    assert shared > rounds / 2, (sizes, rounds)
+
+
+async def test_batch_sessions_one_runs_rounds_alone():
+    models = tiny_models()
+    requests = [
+        GenerateRequest(request_id=f"r{i}", prompt=p, max_tokens=8, speculation="off")
+        for i, p in enumerate(PROMPTS[:3])
+    ]
+    async with open_runtime(models, batch_sessions=1) as rt:
+        results = await _run_all(rt, requests)
+        calls = list(rt._parts.scheduler.calls)
+        assert not rt._parts.scheduler.batch_sizes
+    assert all(len(ids) == 1 for ids in calls)
+    for i, prompt in enumerate(PROMPTS[:3]):
+        assert output_ids(results[f"r{i}"][0]) == solo_ids(models["tiny"], prompt, 8)
+
+
 async def test_scheduler_fairness_bound():
     models = tiny_models()
     count = 4
@@ -68,10 +105,11 @@ async def test_scheduler_fairness_bound():
     async with open_runtime(models, prefill_chunk=8) as rt:
         await _run_all(rt, requests)
         history = list(rt._parts.scheduler.history)
-    # Between two steps of one request, while it runs, every other request
-    # gets at most one step: no request waits more than count - 1 steps.
+        calls = list(rt._parts.scheduler.calls)
+    # Between two device calls that serve one request, while it runs, there
+    # are at most count - 1 others: no request waits more than that.
     for request_id in (r.request_id for r in requests):
-        positions = [i for i, entry in enumerate(history) if entry[1] == request_id]
+        positions = [i for i, ids in enumerate(calls) if request_id in ids]
         gaps = [b - a - 1 for a, b in itertools.pairwise(positions)]
         assert max(gaps) <= count - 1, (request_id, gaps)
     # Prefill slices of one request interleave with other requests' steps.
