@@ -2,10 +2,12 @@
 
     python -m draftwise.actors.bench_sessions --ids chat-mtbench-084-writing,... --max-tokens 32
 
-For each speculation mode and each concurrency level N, N sessions start
-at once on the first N prompts. The result lists aggregate tokens per
-second (all completion tokens over the wall time) and per-session time to
-first token and total latency. A second part times the first token of a
+For each `batch_sessions` setting, each speculation mode and each
+concurrency level N, N sessions start at once on the first N prompts. The
+result lists aggregate tokens per second (all completion tokens over the
+wall time) and per-session time to first token and total latency.
+`batch_sessions` 1 runs every round alone; larger values let concurrent
+rounds share one target pass. A second part times the first token of a
 second turn that extends the first, on the same session (prefix reused)
 and on a new one (cold prefill).
 """
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from draftwise.actors.bench_workload import machine_info, read_workload
@@ -127,19 +130,23 @@ async def bench_sessions(
     modes: tuple[str, ...] = ("auto", "off"),
     max_tokens: int = 32,
     turn_row: dict[str, Any] | None = None,
+    batch_settings: tuple[int, ...] = (8, 1),
 ) -> dict[str, Any]:
     """Run the concurrency sweep over ``rows`` and the extending-turn timing on ``turn_row``."""
     results: dict[str, Any] = {"machine": machine_info(), "runs": []}
-    async with Runtime.open(config) as rt:
-        prompts = [rt.render_chat(row["messages"]) for row in rows]
-        for speculation in modes:
-            for count in concurrency:
-                run = await _concurrent(rt, prompts[:count], speculation, max_tokens)
-                print(json.dumps({k: v for k, v in run.items() if k != "requests"}), flush=True)
-                results["runs"].append(run)
-        if turn_row is not None:
-            results["extending_turn"] = await _extending_turn(rt, turn_row["messages"])
-            print(json.dumps(results["extending_turn"]), flush=True)
+    for index, batch_sessions in enumerate(batch_settings):
+        settings = msgspec.structs.replace(config, batch_sessions=batch_sessions)
+        async with Runtime.open(settings) as rt:
+            prompts = [rt.render_chat(row["messages"]) for row in rows]
+            for speculation in modes:
+                for count in concurrency:
+                    run = await _concurrent(rt, prompts[:count], speculation, max_tokens)
+                    run["batch_sessions"] = batch_sessions
+                    print(json.dumps({k: v for k, v in run.items() if k != "requests"}), flush=True)
+                    results["runs"].append(run)
+            if turn_row is not None and index == 0:
+                results["extending_turn"] = await _extending_turn(rt, turn_row["messages"])
+                print(json.dumps(results["extending_turn"]), flush=True)
     return results
 
 
@@ -152,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turn-id", help="prompt id for the extending-turn timing")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per request")
     parser.add_argument("--out", type=Path, help="write the full results as JSON here")
+    parser.add_argument(
+        "--modes", default="auto,off", help="comma-separated speculation modes (auto, off, K)"
+    )
+    parser.add_argument(
+        "--batch-sessions",
+        default="8,1",
+        help="comma-separated RuntimeConfig.batch_sessions values to compare",
+    )
     args = parser.parse_args(argv)
 
     by_id = {row["id"]: row for row in read_workload(args.workload, None, None)}
@@ -162,13 +177,32 @@ def main(argv: list[str] | None = None) -> int:
     rows = [by_id[i] for i in args.ids.split(",")]
     draft = None if args.draft == "none" else args.draft
     config = RuntimeConfig(model=args.model, draft=draft)
+    try:
+        batch_settings = tuple(int(v) for v in args.batch_sessions.split(","))
+    except ValueError:
+        print(
+            f"bench_sessions: --batch-sessions {args.batch_sessions!r} is not a comma-separated "
+            "list of integers; use for example 8,1",
+            file=sys.stderr,
+        )
+        return 2
+    if any(v < 1 for v in batch_settings):
+        print(
+            f"bench_sessions: --batch-sessions {args.batch_sessions!r} has a value below 1",
+            file=sys.stderr,
+        )
+        return 2
+    modes = tuple(m for m in args.modes.split(",") if m)
+    speculation_modes: tuple[Any, ...] = tuple(int(m) if m.isdigit() else m for m in modes)
     results = trio.run(
         lambda: bench_sessions(
             config,
             rows,
             concurrency=tuple(n for n in (1, 2, 4) if n <= len(rows)),
+            modes=speculation_modes,
             max_tokens=args.max_tokens,
             turn_row=by_id.get(args.turn_id or ""),
+            batch_settings=batch_settings,
         )
     )
     if args.out:
