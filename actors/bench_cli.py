@@ -14,13 +14,14 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument(
         "what",
         nargs="?",
-        choices=["kernel", "models", "tuner", "sessions"],
+        choices=["kernel", "models", "tuner", "sessions", "accuracy"],
         help="kernel: time the quantized matmul and the target forward pass; "
         "models: load time, memory, prefill and decode speed per weight policy; "
         "tuner: plain decoding against auto speculation with a drafter the target "
         "always rejects, on the first prompt of --workload (or --ids); "
         "sessions: 1, 2 and 4 concurrent sessions on the --ids prompts and the time to "
-        "first token of an extending turn (--turn-id)",
+        "first token of an extending turn (--turn-id); accuracy: top-1 agreement and "
+        "logit error of each kernel arithmetic against float32 on --workload prompts",
     )
     bench.add_argument(
         "--models",
@@ -71,6 +72,12 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument(
         "--turn-id", metavar="ID", help="prompt id for bench sessions' extending-turn timing"
     )
+    bench.add_argument(
+        "--batch-sessions",
+        metavar="LIST",
+        default="8,1",
+        help="bench sessions: RuntimeConfig.batch_sessions values to compare (default 8,1)",
+    )
     bench.add_argument("--limit", type=int, metavar="N", help="run only the first N prompts")
     bench.add_argument(
         "--categories", metavar="LIST", help="comma-separated categories to keep (default: all)"
@@ -108,6 +115,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         return _run_tuner_bench(args)
     if args.what == "sessions":
         return _run_sessions_bench(args)
+    if args.what == "accuracy":
+        return _run_accuracy_bench(args)
     if args.workload is None:
         raise ValueError("bench needs 'kernel' or --workload FILE")
     return _run_workload_bench(args)
@@ -163,6 +172,31 @@ def _run_workload_bench(args: argparse.Namespace) -> int:
     return 1 if differing else 0
 
 
+def _run_accuracy_bench(args: argparse.Namespace) -> int:
+    from draftwise.actors.bench_accuracy import compare_maths, usable_maths
+    from draftwise.actors.bench_workload import machine_info, read_workload
+    from draftwise.runtime.language_model import load_language_model
+
+    if args.workload is None:
+        raise ValueError("bench accuracy needs --workload FILE (for example dev.jsonl)")
+    categories = args.categories.split(",") if args.categories else None
+    rows = read_workload(args.workload, args.limit, categories)
+    target = load_language_model(args.model, store_dir=args.store)
+    results = compare_maths(target, rows, args.max_tokens, usable_maths())
+    results.update(
+        {
+            "model": args.model,
+            "max_tokens": args.max_tokens,
+            "command": " ".join(sys.argv),
+            "machine": machine_info(),
+        }
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results["summary"], indent=1))
+    return 0
+
+
 def _run_sessions_bench(args: argparse.Namespace) -> int:
     from draftwise.actors.bench_sessions import main as sessions_main
 
@@ -170,6 +204,7 @@ def _run_sessions_bench(args: argparse.Namespace) -> int:
         raise ValueError("bench sessions needs --ids with at least 4 comma-separated prompt ids")
     argv = ["--model", args.model, "--draft", args.draft or "none", "--ids", args.ids]
     argv += ["--max-tokens", str(args.max_tokens), "--out", str(args.out / "sessions.json")]
+    argv += ["--batch-sessions", args.batch_sessions]
     if args.workload is not None:
         argv += ["--workload", str(args.workload)]
     if args.turn_id:
@@ -227,6 +262,7 @@ def _print_summary(results: dict[str, Any]) -> None:
 def _run_kernel_bench(args: argparse.Namespace) -> int:
     from draftwise.runtime.errors import ModelNotFoundError
     from draftwise.runtime.forward_bench import bench_forward
+    from draftwise.runtime.kernels import kernel_info
     from draftwise.runtime.kernels.bench import bench_kernel
     from draftwise.runtime.language_model import load_language_model
 
@@ -237,7 +273,7 @@ def _run_kernel_bench(args: argparse.Namespace) -> int:
         forward = bench_forward(target.model)
     except ModelNotFoundError as error:
         print(f"draftwise: skipping the forward-pass timings: {error}", file=sys.stderr)
-    report: dict[str, Any] = {"shapes": shapes, "forward": forward}
+    report: dict[str, Any] = {"kernel": kernel_info(), "shapes": shapes, "forward": forward}
     if args.json:
         print(json.dumps(report))
     else:

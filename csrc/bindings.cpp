@@ -4,6 +4,7 @@
 #include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
+#include "attention_rows.h"
 #include "cpu_features.h"
 #include "qmm_op.h"
 #include "thread_pool.h"
@@ -23,8 +24,22 @@ The weight uses MLX's affine layout from mx.quantize(w, group_size, bits).
 isa selects a variant ("scalar", "avx2", "avx512"); "" picks the best one
 this CPU supports. math="int8" quantizes each 32-element block of x to int8
 (4- and 8-bit weights with AVX2, 4-bit with AVX-512 VNNI; other widths keep
-float32 math). Raises ValueError naming
+float32 math). math="bf16" rounds x and 4-bit weights to bfloat16 and sums
+their products in float32 (AVX-512 BF16 only; other widths keep float32
+math). Raises ValueError naming
 any invalid argument.)");
+
+  m.def("attention_rows", &draftwise::attention_rows, "queries"_a, "keys"_a, "values"_a,
+        "query_start"_a, "key_start"_a, "scale"_a, "window"_a = 0, nb::kw_only(),
+        "stream"_a = nb::none(),
+        R"(Return causal attention of new rows over cached keys, one row at a time.
+
+queries [heads, n, d], keys and values [kv_heads, length, d], all float32;
+keys hold positions key_start .. key_start + length - 1, and row i sits at
+query_start + i. window > 0 limits each row to its last window positions.
+Every row is computed alone from exactly the keys it sees, so its result
+does not depend on the row count. Raises ValueError naming any invalid
+argument.)");
 
   m.def(
       "default_isa", [] { return draftwise::isa_of(draftwise::default_variant()); },

@@ -36,6 +36,16 @@ bool cpu_has_avx512_vnni() {
 #endif
 }
 
+bool cpu_has_avx512_bf16() {
+#if defined(DRAFTWISE_AVX512_SIMDE)
+  return false;  // not emulated
+#elif defined(__x86_64__) || defined(__i386__)
+  return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 std::vector<const KernelVariant*> usable_variants() {
@@ -65,9 +75,9 @@ std::string isa_of(const KernelVariant& variant) {
 }
 
 const KernelVariant& variant_for(const std::string& isa, const std::string& math) {
-  if (math != "f32" && math != "int8") {
+  if (math != "f32" && math != "int8" && math != "bf16") {
     throw std::invalid_argument("quantized_matmul: math='" + math +
-                                "' is not supported; use 'f32' or 'int8'");
+                                "' is not supported; use 'f32', 'bf16' or 'int8'");
   }
   const KernelVariant* chosen = nullptr;
   std::string usable;
@@ -84,6 +94,16 @@ const KernelVariant& variant_for(const std::string& isa, const std::string& math
   }
   if (math == "f32") {
     return *chosen;
+  }
+  if (math == "bf16") {
+#if defined(DRAFTWISE_HAVE_AVX512_BF16)
+    if (isa_of(*chosen) == "avx512" && cpu_has_avx512_bf16()) {
+      return kAvx512Bf16;
+    }
+#endif
+    throw std::invalid_argument(
+        "quantized_matmul: math='bf16' needs a CPU with AVX512_BF16 and the avx512 ISA; got '" +
+        isa_of(*chosen) + "'; use math='f32'");
   }
 #if defined(DRAFTWISE_HAVE_AVX512)
   if (isa_of(*chosen) == "avx512" && cpu_has_avx512_vnni()) {

@@ -15,7 +15,8 @@ std::vector<const KernelVariant*> usable_variants();
 const KernelVariant& default_variant();
 
 // Looks a variant up by ISA name ("scalar", "avx2", "avx512"; empty for the
-// default) and math ("f32", or "int8" for int8 activations). Throws
+// default) and math ("f32", "int8" for int8 activations, or "bf16" for
+// bfloat16 dot products). Throws
 // std::invalid_argument naming the usable choices when it is absent or
 // unusable here.
 const KernelVariant& variant_for(const std::string& isa, const std::string& math);

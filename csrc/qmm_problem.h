@@ -60,5 +60,8 @@ extern const KernelVariant kAvx2I8;
 extern const KernelVariant kAvx512F32;
 extern const KernelVariant kAvx512I8;  // needs AVX512_VNNI too
 #endif
+#if defined(DRAFTWISE_HAVE_AVX512_BF16)
+extern const KernelVariant kAvx512Bf16;  // needs AVX512_BF16 too
+#endif
 
 }  // namespace draftwise

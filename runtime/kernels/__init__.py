@@ -3,9 +3,17 @@
 from draftwise.runtime.kernels.qmm import (
     KERNEL_ENV,
     MATH_ENV,
+    attention_rows,
     kernel_info,
     kernel_math,
     quantized_matmul,
 )
 
-__all__ = ["KERNEL_ENV", "MATH_ENV", "kernel_info", "kernel_math", "quantized_matmul"]
+__all__ = [
+    "KERNEL_ENV",
+    "MATH_ENV",
+    "attention_rows",
+    "kernel_info",
+    "kernel_math",
+    "quantized_matmul",
+]

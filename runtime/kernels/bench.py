@@ -137,7 +137,7 @@ def bench_kernel(
     formats: Sequence[tuple[int, int]] = DEFAULT_FORMATS,
     repeats: int = 7,
     budget_s: float = 2.0,
-    math: str = "f32",
+    math: str | None = None,
 ) -> list[dict[str, Any]]:
     """Time one matmul per (format, shape, row count) with weights streamed from memory.
 
@@ -146,9 +146,14 @@ def bench_kernel(
     up to ``repeats`` calls (at least three, then until ``budget_s`` is
     spent). ``kernel_ms`` is None when the extension is not built, and the
     baselines are None above MAX_BASELINE_MACS multiply-adds per call.
-    ``math`` ("f32" or "int8") selects the kernel's arithmetic and is
-    recorded in each entry.
+    ``math`` ("f32", "bf16" or "int8"; None: what the runtime uses, see
+    `kernel_math`) selects the kernel's arithmetic and is recorded in each
+    entry.
     """
+    if math is None:
+        from draftwise.runtime.kernels.qmm import kernel_math
+
+        math = kernel_math()
     results: list[dict[str, Any]] = []
     for bits, group_size in formats:
         for shape in shapes:

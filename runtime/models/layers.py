@@ -4,7 +4,9 @@ Every block here computes each token row independently of how many rows
 are in the call, so a verify pass over k + 1 rows yields, row for row, the
 same bits as k + 1 single-row decode steps. The linear layers get this from
 the verify kernel (or MLX's own row-by-row quantized matmul), and attention
-gets it from `attend`, which computes short calls one query row at a time.
+gets it from `attend`, which computes short calls one query row at a time
+(in the kernel extension's `attention_rows` when it is built, with MLX ops
+otherwise).
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def attend(
     num_kv_heads = keys.shape[0]
     groups = num_heads // num_kv_heads
     if num_rows <= ROW_ATTENTION_MAX_ROWS:
+        from draftwise.runtime.kernels import attention_rows
+
+        out = attention_rows(queries, keys, values, query_start, key_start, scale, window)
+        if out is not None:
+            return out
         return _attend_rows(queries, keys, values, query_start, key_start, scale, window)
 
     # Block path for prefill: one matmul with an additive causal mask.

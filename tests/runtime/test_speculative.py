@@ -351,8 +351,11 @@ class CombinedOnlyTuner:
         pass
 
 
-# Repeats with variations, so the n-gram drafter finds matches.
-COMBINED_PROMPT = TOKENIZER.encode("a = [1, 2, 3]\nb = [1, 2, 4]\nc = [1, 2, 5]\na = [1")
+# Every token once (so any newest token has an earlier match for the n-gram
+# drafter, whatever the model generates), then repeats with variations.
+COMBINED_PROMPT = list(range(EOS_ID)) + TOKENIZER.encode(
+    "a = [1, 2, 3]\nb = [1, 2, 4]\nc = [1, 2, 5]\na = [1"
+)
 
 
 def short_match_ngram():

@@ -21,6 +21,16 @@ requires_extension = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def float32_math_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the Python API with float32 math unless a test sets DRAFTWISE_KERNEL_MATH itself.
+
+    The default ("auto") is bf16 on CPUs with AVX512_BF16; the API tests
+    compare with float32 references.
+    """
+    monkeypatch.setenv("DRAFTWISE_KERNEL_MATH", "f32")
+
+
 def usable_isas() -> list[str]:
     return list(_qmm.usable_isas()) if _qmm is not None else []
 

@@ -150,3 +150,11 @@ def test_quantized_matmul_rejects_bad_input(
         w = _bad(w, biases=w.biases.astype(mx.float16))
     with pytest.raises(ValueError, match=expected):
         kernels.quantized_matmul(x, w)
+
+
+def test_auto_math_falls_back_to_float32_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qmm, "_bf16_usable", lambda: False)
+    monkeypatch.setenv(kernels.MATH_ENV, "auto")
+    assert kernels.kernel_math() == "f32"
+    monkeypatch.delenv(kernels.MATH_ENV)
+    assert kernels.kernel_math() == "f32"
