@@ -23,13 +23,31 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StepRequested(Message, frozen=True):
-    """Run ``work()`` on the device thread when this session's turn comes."""
+    """Run ``work`` on the device when this session's turn comes.
+
+    ``work`` is a `PrefillSlice`, a decode round (`RoundStep`, run by the
+    `VerifierActor`, possibly with other sessions' rounds), or any other
+    callable, which runs as it is on the device thread.
+    """
 
     session_id: str
     request_id: str
     phase: Phase
-    work: Callable[[], Any]
+    work: Callable[[], Any] | PrefillSlice
     reply: Any  # trio.MemorySendChannel[StepReply]
+
+
+class PrefillSlice(Message, frozen=True):
+    """Work of a prefill step: run ``token_ids`` into ``cache`` with the model ``role`` names.
+
+    The owner of that model runs it: the `VerifierActor` for "target", the
+    `DraftActor` for "draft". The step returns (logits after the last
+    token, seconds).
+    """
+
+    role: Literal["target", "draft"]
+    cache: Any  # ModelCache
+    token_ids: tuple[int, ...]
 
 
 class StepReply(Message, frozen=True):
@@ -126,3 +144,31 @@ class RequestFinished(Message, frozen=True):
     prefill_tokens: int
     prefill_s: float
     decode_s: float
+
+
+# Verifier and draft actors
+
+
+class RoundsRequested(Message, frozen=True):
+    """Run one round of each session in ``rounds`` (RoundStep objects) in shared target passes.
+
+    The reply is a list with one ``outcome.Outcome`` per round.
+    """
+
+    rounds: list[Any]
+    reply: Any
+
+
+class PrefillRequested(Message, frozen=True):
+    """Run a `PrefillSlice` with the receiving actor's model; the reply is a `StepReply`."""
+
+    work: PrefillSlice
+    reply: Any
+
+
+class DrafterRequested(Message, frozen=True):
+    """Build a session's drafter and tuner; the reply is ``(drafter, tuner)`` or an exception."""
+
+    drafter: str
+    speculation: str | int
+    reply: Any

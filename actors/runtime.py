@@ -4,19 +4,24 @@
         async for reply in rt.generate(GenerateRequest(request_id="1", prompt="def f(")):
             ...
 
-`Runtime.open` starts a device thread for all MLX work, the `Scheduler`,
-`CacheActor` and `TunerActor` as trio tasks, and one `SessionRequest` task
-per generate request. A session task leases its caches from the cache
-actor, sends each prefill slice and each round to the scheduler as one
-step, reports rounds and totals to the tuner actor, and releases the
-session before its last reply. `SyncRuntime` (in `runtime_sync`) is the
-blocking facade. Every refusal is a `RuntimeRequestError` whose code is a
-protocol `ErrorCode` value.
+`Runtime.open` starts a device thread for all MLX work and these actors as
+trio tasks: the `VerifierActor` (owns the target model: runs decode rounds
+and the target's prefill slices), the `DraftActor` (owns the draft model:
+builds each session's drafter and runs the draft cache's prefill slices),
+the `Scheduler` (decides which sessions' steps run next and batches
+concurrent rounds), the `CacheActor` and the `TunerActor`, plus one
+`SessionRequest` task per generate request. A session task leases its caches
+from the cache actor, sends each prefill slice and each round to the
+scheduler as one step, reports rounds and totals to the tuner actor, and
+releases the session before its last reply. `SyncRuntime` (in
+`runtime_sync`) is the blocking facade. Every refusal is a
+`RuntimeRequestError` whose code is a protocol `ErrorCode` value.
 
-Drafting and verification are not separate actors. A speculative round
-(`draftwise.runtime.round.run_round`) is one lazy MLX graph with a single
-evaluation, and a drafter and a verifier in separate steps would wait for
-the device twice per round. The session steps that whole round instead.
+A round's drafting runs in the verifier's device call, not as a separate
+draft-actor step: a speculative round
+(`draftwise.runtime.round.round_steps`) is one lazy MLX graph with a single
+evaluation, and drafting in a step of its own would wait for the device
+twice per round. The draft actor builds the drafters that the round uses.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ import trio
 
 from draftwise.actors.cache_actor import CacheActor, ask
 from draftwise.actors.device import DeviceThread, settle_weights
+from draftwise.actors.draft_actor import DraftActor
 from draftwise.actors.messages import SessionCloseRequested
 from draftwise.actors.requests import RequestPlanner
 from draftwise.actors.runtime_errors import RuntimeRequestError
 from draftwise.actors.scheduler import Scheduler
 from draftwise.actors.session import RuntimeParts, SessionRequest
 from draftwise.actors.tuner_actor import TunerActor
+from draftwise.actors.verifier_actor import VerifierActor
 from draftwise.protocol import ChatMessage, Chunk, Done, ErrorCode, GenerateRequest, ModelInfo
 from draftwise.protocol.codec import new_request_id
 from draftwise.runtime.engine import DRAFTERS, Engine
@@ -125,15 +132,26 @@ class Runtime:
             )
             Engine(target, draft, config.drafter)  # raises on an unusable combination
             inbox_size = config.max_sessions + 16
-            scheduler = Scheduler(device, inbox_size, config.batch_sessions)
+            verifier = VerifierActor(target, device, inbox_size)
+            drafts = DraftActor(draft, device, inbox_size)
+            scheduler = Scheduler(device, inbox_size, config.batch_sessions, verifier, drafts)
             cache = CacheActor(config.cache_budget_bytes, config.max_sessions, inbox_size * 4)
             tuner = TunerActor(inbox_size * 4)
-            parts = RuntimeParts(target, draft, scheduler, cache, tuner, config.prefill_chunk)
+            parts = RuntimeParts(
+                target,
+                draft,
+                scheduler,
+                cache,
+                tuner,
+                config.prefill_chunk,
+                verifier=verifier,
+                drafts=drafts,
+            )
             # The body's own exception is re-raised outside the nurseries, so the
             # caller sees it as raised rather than wrapped in ExceptionGroups.
             body_error: BaseException | None = None
             async with trio.open_nursery() as actors:
-                for actor in (scheduler, cache, tuner):
+                for actor in (scheduler, verifier, drafts, cache, tuner):
                     actors.start_soon(actor.run)
                 try:
                     async with trio.open_nursery() as sessions:
@@ -154,7 +172,8 @@ class Runtime:
                                 plan.cancelled = True
                             sessions.cancel_scope.cancel()
                 finally:
-                    for actor in (scheduler, cache, tuner):
+                    # The scheduler first: the model actors serve its last step.
+                    for actor in (scheduler, verifier, drafts, cache, tuner):
                         actor.inbox.close()
             log.info("runtime_stopped", actor="runtime")
             if body_error is not None:

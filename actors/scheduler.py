@@ -28,8 +28,16 @@ import structlog
 import trio
 import trio.testing
 
+from draftwise.actors.cache_actor import ask
 from draftwise.actors.device import DeviceThread
-from draftwise.actors.messages import Phase, StepReply, StepRequested
+from draftwise.actors.messages import (
+    Phase,
+    PrefillRequested,
+    PrefillSlice,
+    RoundsRequested,
+    StepReply,
+    StepRequested,
+)
 from draftwise.actors.session_steps import RoundStep, run_rounds_together
 
 log = structlog.get_logger("draftwise.actors")
@@ -44,8 +52,19 @@ GATHER_S = 0.003
 class Scheduler:
     """Serialize device steps fairly across sessions until the inbox closes."""
 
-    def __init__(self, device: DeviceThread, inbox_size: int, batch_sessions: int = 1) -> None:
+    def __init__(
+        self,
+        device: DeviceThread,
+        inbox_size: int,
+        batch_sessions: int = 1,
+        verifier: Any = None,
+        drafts: Any = None,
+    ) -> None:
         self.device = device
+        # The actors that own the models: rounds and target prefill slices go
+        # to the verifier, draft prefill slices to the draft actor.
+        self.verifier = verifier
+        self.drafts = drafts
         self.batch_sessions = batch_sessions
         # How many rounds each shared pass carried, by count (for tests and stats).
         self.batch_sizes: collections.Counter[int] = collections.Counter()
@@ -117,19 +136,27 @@ class Scheduler:
         self.calls.append(tuple(step.request_id for step in steps))
         self.steps_run += len(steps)
         self.batch_sizes[len(steps)] += 1
-        rounds = [step.work for step in steps]
-        try:
-            results = await self.device.call(run_rounds_together, rounds)
-            replies = [
-                StepReply(error=result.error)
-                if isinstance(result, outcome.Error)
-                else StepReply(value=result.unwrap())
-                for result in results
-            ]
-        except Exception as error:
-            replies = [StepReply(error=error) for _ in steps]
+        replies = await self._rounds([step.work for step in steps])
         for step, reply in zip(steps, replies, strict=True):
             self._reply(step, reply)
+
+    async def _rounds(self, rounds: list[Any]) -> list[StepReply]:
+        """Have the verifier run ``rounds`` together; one reply per round."""
+        try:
+            if self.verifier is not None:
+                results = await ask(
+                    self.verifier.inbox, lambda reply: RoundsRequested(rounds=rounds, reply=reply)
+                )
+            else:
+                results = await self.device.call(run_rounds_together, rounds)
+        except Exception as error:
+            return [StepReply(error=error) for _ in rounds]
+        return [
+            StepReply(error=result.error)
+            if isinstance(result, outcome.Error)
+            else StepReply(value=result.unwrap())
+            for result in results
+        ]
 
     def _reply(self, step: StepRequested, reply: StepReply) -> None:
         try:
@@ -142,15 +169,36 @@ class Scheduler:
         self.history.append((step.session_id, step.request_id, step.phase))
         self.calls.append((step.request_id,))
         self.steps_run += 1
-        try:
-            reply = StepReply(value=await self.device.call(step.work))
-        except Exception as error:  # the session turns it into that request's error
-            reply = StepReply(error=error)
+        work = step.work
+        if isinstance(work, RoundStep):
+            reply = (await self._rounds([work]))[0]
+        elif isinstance(work, PrefillSlice):
+            reply = await self._prefill(work)
+        else:
+            try:
+                reply = StepReply(value=await self.device.call(work))
+            except Exception as error:  # the session turns it into that request's error
+                reply = StepReply(error=error)
         self._reply(step, reply)
+
+    async def _prefill(self, work: PrefillSlice) -> StepReply:
+        owner = self.verifier if work.role == "target" else self.drafts
+        if owner is None:
+            return StepReply(
+                error=RuntimeError(f"no actor owns the {work.role} model; open the runtime first")
+            )
+        reply: StepReply = await ask(
+            owner.inbox, lambda channel: PrefillRequested(work=work, reply=channel)
+        )
+        return reply
 
 
 async def run_step(
-    scheduler: Scheduler, session_id: str, request_id: str, phase: Phase, work: Callable[[], Any]
+    scheduler: Scheduler,
+    session_id: str,
+    request_id: str,
+    phase: Phase,
+    work: Callable[[], Any] | PrefillSlice,
 ) -> Any:
     """Queue ``work`` as one step of ``session_id`` and return its result when it has run.
 

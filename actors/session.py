@@ -20,9 +20,11 @@ import structlog
 import trio
 
 from draftwise.actors.cache_actor import SessionState, ask
-from draftwise.actors.drafting import RecordingTuner, drafter_uses_model, make_drafter
+from draftwise.actors.drafting import RecordingTuner, drafter_uses_model
 from draftwise.actors.messages import (
     CacheGrew,
+    DrafterRequested,
+    PrefillSlice,
     RequestFinished,
     RoundRecorded,
     SessionFinishing,
@@ -36,7 +38,6 @@ from draftwise.actors.session_steps import (
     RoundStep,
     SessionPrefiller,
     speculation_summary,
-    timed_work,
 )
 from draftwise.actors.tuner_actor import TunerActor
 from draftwise.protocol import Chunk, Done, ErrorCode, RoundStats, Usage
@@ -45,7 +46,6 @@ from draftwise.runtime.generate import (
     GenerationParams,
     Timings,
     plain_steps,
-    prefill,
 )
 from draftwise.runtime.language_model import LanguageModel
 from draftwise.runtime.speculative import SpeculationStats, speculative_steps
@@ -64,6 +64,8 @@ class RuntimeParts:
     cache: Any  # CacheActor
     tuner: TunerActor
     prefill_chunk: int
+    verifier: Any = None  # VerifierActor: owns the target, runs rounds and its prefill
+    drafts: Any = None  # DraftActor: owns the draft model, builds drafters
 
 
 @dataclass
@@ -188,8 +190,8 @@ class SessionRequest(SessionPrefill):
     async def _absorb_last_token(self, state: SessionState) -> bool:
         """Run the last output token into the target cache; True when the caches stay valid."""
         assert state.target_cache is not None
-        work = timed_work(
-            prefill, self.parts.target.model, state.target_cache, self.output_ids[-1:]
+        work = PrefillSlice(
+            role="target", cache=state.target_cache, token_ids=tuple(self.output_ids[-1:])
         )
         try:
             await self._step(state, "prefill", work)
@@ -222,7 +224,7 @@ class SessionRequest(SessionPrefill):
 
     async def _generate(self, state: SessionState) -> Done:
         plan = self.plan
-        drafter, tuner = self._drafter_for(state)
+        drafter, tuner = await self._drafter_for(state)
         self.log.info(
             "request_started",
             prompt_tokens=len(plan.prompt_ids),
@@ -245,13 +247,21 @@ class SessionRequest(SessionPrefill):
             state.drafters.clear()
         return await self._finish(state, finish_reason, stats)
 
-    def _drafter_for(self, state: SessionState) -> tuple[Any, RecordingTuner | None]:
+    async def _drafter_for(self, state: SessionState) -> tuple[Any, RecordingTuner | None]:
         plan = self.plan
         if plan.speculation == "off":
             return None, None
         key = (plan.drafter, plan.speculation)
         if key not in state.drafters:
-            drafter, tuner = make_drafter(self.parts.draft, plan.drafter, plan.speculation)
+            reply = await ask(
+                self.parts.drafts.inbox,
+                lambda channel: DrafterRequested(
+                    drafter=plan.drafter, speculation=plan.speculation, reply=channel
+                ),
+            )
+            if isinstance(reply, Exception):
+                raise reply
+            drafter, tuner = reply
             state.drafters[key] = (drafter, RecordingTuner(tuner, drafter))
         drafter, recording = state.drafters[key]
         return drafter, recording

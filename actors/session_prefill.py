@@ -3,22 +3,21 @@
 `SessionPrefill` is a mixin of `SessionRequest`. Each cache is rolled back
 to the longest common prefix of the new prompt and the tokens it contains,
 and the remaining prompt tokens run through the model in slices of
-`RuntimeParts.prefill_chunk` tokens, one scheduler step each.
+`RuntimeParts.prefill_chunk` tokens, one scheduler step each, which the
+actor owning that model runs (`VerifierActor` or `DraftActor`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
 from draftwise.actors.cache_actor import SessionState, common_prefix_length
-from draftwise.actors.messages import SessionReleased
-from draftwise.actors.session_steps import timed_work
+from draftwise.actors.messages import PrefillSlice, SessionReleased
 from draftwise.runtime.cache import ModelCache
 from draftwise.runtime.errors import RollbackError
-from draftwise.runtime.generate import prefill as prefill_tokens
 
 # Rollback room of every session cache: the longest draft a request may ask for, plus two.
 CACHE_ROLLBACK = 18
@@ -80,7 +79,7 @@ class SessionPrefill:
         if state.target_cache is None:
             state.target_cache = model.make_cache(max_rollback=CACHE_ROLLBACK)
         self.cached_tokens = reuse
-        return await self._prefill_slices(state, model, state.target_cache, prompt[reuse:])
+        return await self._prefill_slices(state, "target", state.target_cache, prompt[reuse:])
 
     async def _prefill_draft(self, state: SessionState) -> None:
         assert self.parts.draft is not None
@@ -96,7 +95,7 @@ class SessionPrefill:
                 state.draft_cache, reuse = None, 0
         if state.draft_cache is None:
             state.draft_cache = model.make_cache(max_rollback=CACHE_ROLLBACK)
-        await self._prefill_slices(state, model, state.draft_cache, prompt[reuse:])
+        await self._prefill_slices(state, "draft", state.draft_cache, prompt[reuse:])
 
     def _trim_idle_draft_cache(self, state: SessionState) -> None:
         """Cut a draft cache this request does not use to the prefix it shares with the prompt.
@@ -114,15 +113,19 @@ class SessionPrefill:
             state.drafters.clear()
 
     async def _prefill_slices(
-        self, state: SessionState, model: Any, cache: ModelCache, token_ids: Sequence[int]
+        self,
+        state: SessionState,
+        role: Literal["target", "draft"],
+        cache: ModelCache,
+        token_ids: Sequence[int],
     ) -> Any:
         logits = None
         size = self.parts.prefill_chunk
         for start in range(0, len(token_ids), size):
             if self.plan.cancelled:
                 return None
-            piece = list(token_ids[start : start + size])
-            work = timed_work(prefill_tokens, model, cache, piece)
+            piece = tuple(token_ids[start : start + size])
+            work = PrefillSlice(role=role, cache=cache, token_ids=piece)
             logits, seconds = await self._step(state, "prefill", work)
             self.prefill_s += seconds
             self.prefill_tokens += len(piece)

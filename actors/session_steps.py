@@ -34,17 +34,6 @@ class SessionPrefiller:
         return cache, None
 
 
-def timed_work(fn: Any, *args: Any) -> Any:
-    """Return a step that calls ``fn(*args)`` and returns its value and the seconds it took."""
-
-    def work() -> tuple[Any, float]:
-        started = time.perf_counter()
-        value = fn(*args)
-        return value, time.perf_counter() - started
-
-    return work
-
-
 class RoundStep:
     """One decode round of a session, as a step the scheduler may run with other sessions'.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -96,23 +97,24 @@ class PoisonedModel(WrappedModel):
         super().__init__(inner)
         self.poison_id = poison_id
         self.after_tokens = after_tokens
-        self._limits: dict[int, int] = {}  # id(cache) -> kv_offset at which to fail
+        # cache -> kv_offset at which to fail; weak keys, so a new cache that
+        # reuses a freed one's id() is not mistaken for it.
+        self._limits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     def __call__(self, inputs: Any, cache: Any, **kw: Any) -> Any:
-        self._check(inputs, cache)
+        if kw.get("last_row_only") and self.poison_id in inputs.tolist():  # a prompt slice
+            self._limits[cache] = cache.kv_offset + inputs.shape[0] + self.after_tokens
+        self._check(cache)
         return self.inner(inputs, cache, **kw)
 
     def forward_many(self, inputs: list[Any], caches: list[Any]) -> Any:
         # A pass shared with the poisoned sequence fails as a whole.
-        for ids, cache in zip(inputs, caches, strict=True):
-            self._check(ids, cache)
+        for cache in caches:
+            self._check(cache)
         return self.inner.forward_many(inputs, caches)
 
-    def _check(self, inputs: Any, cache: Any) -> None:
-        ids = inputs.tolist()
-        if self.poison_id in ids:
-            self._limits[id(cache)] = cache.kv_offset + len(ids) + self.after_tokens
-        limit = self._limits.get(id(cache))
+    def _check(self, cache: Any) -> None:
+        limit = self._limits.get(cache)
         if limit is not None and cache.kv_offset >= limit:
             raise RuntimeError("injected fault in the target's forward pass")
 
