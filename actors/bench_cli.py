@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ def add_bench_command(subparsers: Any) -> None:
         "--turn-id", metavar="ID", help="prompt id for bench sessions' extending-turn timing"
     )
     bench.add_argument(
+        "--math",
+        choices=["auto", "f32", "bf16", "int8"],
+        help="kernel arithmetic for this run (sets DRAFTWISE_KERNEL_MATH; default: as set, auto)",
+    )
+    bench.add_argument(
         "--batch-sessions",
         metavar="LIST",
         default="8,1",
@@ -107,6 +113,10 @@ def add_bench_command(subparsers: Any) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.math is not None:
+        from draftwise.runtime.kernels import MATH_ENV
+
+        os.environ[MATH_ENV] = args.math
     if args.what == "kernel":
         return _run_kernel_bench(args)
     if args.what == "models":
