@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
+from draftwise.runtime.drafters.adaptive import AdaptiveDrafter, AdaptiveTuner
 from draftwise.runtime.drafters.base import Drafter
 from draftwise.runtime.drafters.draft_model import DraftModelDrafter
 from draftwise.runtime.engine import build_drafter
@@ -39,12 +39,16 @@ class RecordingTuner:
         self.inner = inner
         self.drafter = drafter
         self.last_choice = 0
+        # Rounds in the target pass this session's round shares (1: alone).
+        self.company = 1
 
     @property
     def max_draft(self) -> int:
         return int(self.inner.max_draft)
 
     def choose(self, limit: int | None = None) -> int:
+        if isinstance(self.inner, AdaptiveTuner):
+            self.inner.allow_model_drafts = self.company <= 1
         self.last_choice = int(self.inner.choose(limit))
         return self.last_choice
 

@@ -50,10 +50,11 @@ class RoundStep:
         self.model = model  # the target Transformer: only rounds on one model share a pass
         self._started = 0.0
 
-    def begin(self) -> None:
+    def begin(self, company: int = 1) -> None:
         self._started = time.perf_counter()
         if self.tuner is not None:
             self.tuner.last_choice = 0
+            self.tuner.company = company
 
     def finish(
         self, result: outcome.Outcome[GenerationChunk | None]
@@ -73,7 +74,7 @@ class RoundStep:
 def run_rounds_together(rounds: list[RoundStep]) -> list[outcome.Outcome[Any]]:
     """Run one round of every session in ``rounds``; one outcome (value or error) each."""
     for step in rounds:
-        step.begin()
+        step.begin(len(rounds))
     results = advance_together([step.steps for step in rounds])
     return [
         outcome.capture(step.finish, result) for step, result in zip(rounds, results, strict=True)

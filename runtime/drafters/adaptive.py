@@ -106,18 +106,31 @@ class AdaptiveTuner:
     def __init__(self, drafter: AdaptiveDrafter, max_draft: int) -> None:
         self.drafter = drafter
         self.max_draft = max_draft
+        # False while the round shares its target pass with other sessions:
+        # their rows make verification cheap per token, but draft-model steps
+        # still run one session after another, so only cheap drafts pay.
+        self.allow_model_drafts = True
+
+    def _options(self) -> list[tuple[str, _Option]]:
+        if self.allow_model_drafts:
+            return list(self.drafter.options.items())
+        return [
+            (name, option)
+            for name, option in self.drafter.options.items()
+            if name != COMBINED and not isinstance(option.drafter, DraftModelDrafter)
+        ]
 
     def choose(self, limit: int | None = None) -> int:
         cap = self.max_draft if limit is None else max(0, min(self.max_draft, limit))
         # Each option's best() weighs its own k = 0 (plain decoding) too, so an
         # option that prefers drafting beats plain decoding by its own estimate.
         best_name, best_k, best_rate = None, 0, 0.0
-        for name, option in self.drafter.options.items():
+        for name, option in self._options():
             k, rate = option.tuner.best(self.drafter.available(name, cap))
             if k > 0 and rate > best_rate:
                 best_name, best_k, best_rate = name, k, rate
         if best_name is None:
-            for name, option in self.drafter.options.items():
+            for name, option in self._options():
                 available = self.drafter.available(name, cap)
                 if option.tuner.wants_probe(available):
                     best_name, best_k = name, min(PROBE_LENGTH, available)

@@ -75,3 +75,25 @@ def test_tuner_fixed_length_respected_and_clamped():
     assert tuner.choose() == 5
     assert tuner.choose(limit=2) == 2
     assert tuner.choose(limit=0) == 0
+
+
+def test_adaptive_tuner_skips_model_drafts_in_shared_passes():
+    from fakes import tiny_model
+
+    from draftwise.runtime.drafters.adaptive import COMBINED, AdaptiveDrafter
+    from draftwise.runtime.drafters.draft_model import DraftModelDrafter
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    ngram = NgramDrafter(min_n=1)
+    drafter = AdaptiveDrafter([ngram, DraftModelDrafter(tiny_model(seed=0))])
+    ngram.start([1, 2, 3])  # no repeats: the n-gram drafter has nothing to propose
+    tuner = drafter.tuner
+    # Alone, the prior favours drafting with the draft model.
+    assert tuner.choose(8) > 0
+    assert drafter.active == "draft_model"
+    # Sharing a pass, only the n-gram drafter (or plain decoding) may run.
+    tuner.allow_model_drafts = False
+    for _ in range(40):
+        assert tuner.choose(8) == 0
+        assert drafter.active not in ("draft_model", COMBINED)
+        tuner.record(0, 0, 0.1)
