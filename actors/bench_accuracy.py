@@ -5,10 +5,10 @@
 For each prompt, float32 arithmetic decodes ``max_tokens`` tokens greedily.
 Then every arithmetic this CPU offers (f32, bf16, int8) scores that same
 text in one pass (teacher forcing), and decodes greedily on its own. The
-report gives, per arithmetic and prompt: the share of positions whose top
-token equals float32's, the largest and the mean absolute logit difference
-(also relative to the spread of float32's logits), and how many tokens of
-its own greedy output match float32's before the first difference.
+report gives, per arithmetic and prompt, the share of positions whose top
+token equals float32's and the largest and mean absolute logit difference
+(also relative to the spread of float32's logits). It also gives how many
+tokens of its own greedy output match float32's before the first difference.
 """
 
 from __future__ import annotations

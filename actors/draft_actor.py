@@ -1,6 +1,6 @@
 """The draft actor: owns the draft model, the sessions' drafters and the draft prefill.
 
-It answers `DrafterRequested` with a new drafter and tuner for a session
+It replies to `DrafterRequested` with a new drafter and tuner for a session
 (n-gram, draft model, MTP or all of them, see `make_drafter`), and runs
 `PrefillRequested` slices of the draft model's caches on the device thread.
 The drafters it builds are used inside the verifier's rounds, because a

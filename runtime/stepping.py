@@ -10,7 +10,7 @@ kinds of item:
 
 `drive` runs one generator alone and yields its chunks: that is the
 ordinary synchronous API. `advance_together` runs one step (up to the next
-chunk) of several generators at once: their forward calls on the same model
+chunk) of several generators at once. Their forward calls on the same model
 become one `Transformer.forward_many` pass, and their evaluations one
 `evaluate` call, so the weights are read once for every sequence in the
 step. Each row computes the same bits either way (the kernel's batch
@@ -60,7 +60,7 @@ StepGenerator: TypeAlias = Generator[StepItem, "ForwardOutput | None", None]
 
 
 def drive(steps: StepGenerator) -> Iterator[GenerationChunk]:
-    """Run ``steps`` alone: answer its calls directly and yield its chunks."""
+    """Run ``steps`` alone: run each of its calls directly and yield its chunks."""
     reply: ForwardOutput | None = None
     while True:
         try:
