@@ -97,3 +97,24 @@ def test_adaptive_tuner_skips_model_drafts_in_shared_passes():
         assert tuner.choose(8) == 0
         assert drafter.active not in ("draft_model", COMBINED)
         tuner.record(0, 0, 0.1)
+
+
+def test_shared_pass_allows_ngram_drafts_only_when_nearly_always_accepted():
+    from draftwise.runtime.drafters.adaptive import SHARED_MIN_ACCEPTANCE, AdaptiveDrafter
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    ngram = NgramDrafter(min_n=1)
+    drafter = AdaptiveDrafter([ngram])
+    ngram.start([5, 6, 7, 8, 5, 6, 7, 8, 5])  # "5" is followed by 6, 7, 8
+    tuner = drafter.tuner
+    tuner.allow_model_drafts = False
+    # The prior acceptance (0.6) is below the bar: no drafting while sharing.
+    assert tuner.drafter.options["ngram"].tuner.acceptance()[0] < SHARED_MIN_ACCEPTANCE
+    assert tuner.choose(8) == 0
+    # After rounds where every n-gram proposal was accepted, it may draft.
+    option = tuner.drafter.options["ngram"].tuner
+    for _ in range(10):
+        option.record(3, 3, 0.1)
+    assert option.acceptance()[0] >= SHARED_MIN_ACCEPTANCE
+    assert tuner.choose(8) > 0
+    assert drafter.active == "ngram"
