@@ -72,6 +72,8 @@ class RuntimeSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     max_sessions: Annotated[int, Meta(ge=1)] = 64
     prefill_chunk: Annotated[int, Meta(ge=1)] = 256
+    batch_sessions: Annotated[int, Meta(ge=1)] = 8
+    """Most sessions whose decode rounds share one target pass; 1 runs every round alone."""
 
 
 class HttpSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -145,6 +147,7 @@ def runtime_config(section: RuntimeSection) -> Any:
         cache_budget_bytes=parse_size(section.cache_budget, "cache_budget"),
         max_sessions=section.max_sessions,
         prefill_chunk=section.prefill_chunk,
+        batch_sessions=section.batch_sessions,
     )
 
 

@@ -163,3 +163,21 @@ def test_cli_example_config_decodes():
     assert config.runtime.model
     assert config.server.socket_mode == 0o660
     assert parse_size(config.runtime.cache_budget, "cache_budget") > 0
+    assert config.runtime.batch_sessions == 8
+
+
+def test_config_batch_sessions_reaches_runtime(tmp_path):
+    from draftwise.actors.server_config import load_serve_config, runtime_config
+
+    config = tmp_path / "draftwise.toml"
+    config.write_text('[runtime]\nmodel = "tiny"\nbatch_sessions = 1\n')
+    assert runtime_config(load_serve_config(config).runtime).batch_sessions == 1
+
+
+def test_config_batch_sessions_zero_rejected(tmp_path):
+    from draftwise.actors.server_config import ConfigError, load_serve_config
+
+    config = tmp_path / "draftwise.toml"
+    config.write_text('[runtime]\nmodel = "tiny"\nbatch_sessions = 0\n')
+    with pytest.raises(ConfigError, match="batch_sessions"):
+        load_serve_config(config)
