@@ -83,7 +83,8 @@ struct Problem {
   float scale;
 };
 
-// One (head, row): out[head, row, :].
+// Computes out[head, row, :]: scores over the keys the row attends to, a
+// softmax with the row's maximum subtracted, then the weighted sum of values.
 void attend_one(const Problem& p, int64_t head, int64_t row, std::vector<float>& scratch) {
   const int64_t kv = head / (p.heads / p.kv_heads);
   const int64_t position = p.query_start + row;
@@ -93,6 +94,7 @@ void attend_one(const Problem& p, int64_t head, int64_t row, std::vector<float>&
   }
   const int64_t begin = first - p.key_start;
   const int64_t end = position - p.key_start + 1;  // exclusive
+
   scratch.resize(static_cast<size_t>(p.d + (end - begin)));
   float* q = scratch.data();
   float* scores = scratch.data() + p.d;
@@ -100,17 +102,20 @@ void attend_one(const Problem& p, int64_t head, int64_t row, std::vector<float>&
   for (int64_t i = 0; i < p.d; ++i) {
     q[i] = q_row[i] * p.scale;
   }
+
   float maximum = -INFINITY;
   for (int64_t j = begin; j < end; ++j) {
     const float s = dot(q, p.k.data + kv * p.k.s0 + j * p.k.s1, p.d);
     scores[j - begin] = s;
     maximum = s > maximum ? s : maximum;
   }
+
   float total = 0.0f;
   for (int64_t j = 0; j < end - begin; ++j) {
     scores[j] = std::exp(scores[j] - maximum);
     total += scores[j];
   }
+
   float* out = p.out + (head * p.rows + row) * p.d;
   for (int64_t i = 0; i < p.d; ++i) {
     out[i] = 0.0f;

@@ -10,9 +10,9 @@ namespace mx = mlx::core;
 
 // Causal attention of the new rows `queries` [heads, n, d] over `keys` and
 // `values` [kv_heads, length, d] (float32), which hold positions key_start ..
-// key_start + length - 1. Row i sits at position query_start + i and sees the
-// positions up to its own, and with `window` > 0 only the last `window` of
-// them. Returns float32 [heads, n, d], lazily.
+// key_start + length - 1. Row i sits at position query_start + i and attends
+// to the positions up to its own, and with `window` > 0 only to the last
+// `window` of them. Returns float32 [heads, n, d], lazily.
 //
 // Each (row, head) is computed alone, in a fixed order, from exactly the keys
 // it sees: scores q.k * scale, a softmax with the row's maximum subtracted,

@@ -69,8 +69,8 @@ struct Isa {
     return _mm512_fmadd_ps(q, scale, bias);
   }
 
-  // Lane e of the index holds element J * 16 + e in its low 4 bits (higher
-  // bits hold its neighbours, which the permute ignores).
+  // Lane e of the index contains element J * 16 + e in its low 4 bits. Higher
+  // bits contain its neighbours, which the permute ignores.
   template <int J>
   static Vec lookup4(const uint8_t* block, Vec table) {
     constexpr std::array<int8_t, 64> kControl = make_shuffle(4);

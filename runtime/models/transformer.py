@@ -159,10 +159,13 @@ class Transformer:
         """Run several sequences' new tokens as one pass; return one output per sequence.
 
         The linear layers multiply the rows of every sequence together, so the
-        weights are read once for all of them; attention, rotary positions and
-        caches stay per sequence. Every row computes the same bits as it would
-        in a call of its own (the verify kernel's batch invariance).
-        ``last_hidden`` and ``last_cache`` are left unset: call `remember`
+        weights are read once for all of them. Attention, rotary positions and
+        caches stay per sequence. With quantized weights, every row computes
+        the same bits as in a call of its own, because the verify kernel is
+        batch invariant.
+        NOTE: float (unquantized) weights go through `x @ w.T`, whose rows may
+        round differently with the row count.
+        ``last_hidden`` and ``last_cache`` are left unset. Call `remember`
         with a sequence's output before a drafter reads them.
         """
         if len(token_ids) != len(caches):
@@ -239,10 +242,10 @@ class Transformer:
         cache: LayerCache | list[LayerCache],
         sizes: list[int] | None = None,
     ) -> mx.array:
-        """Self-attention over ``x``; with ``sizes``, ``x`` holds several sequences' rows.
+        """Compute self-attention over the rows ``x``, which may belong to several sequences.
 
-        Then ``cache`` is a list with each sequence's layer cache, and rows
-        ``sum(sizes[:i]) ..`` belong to sequence ``i``.
+        With ``sizes``, ``cache`` is a list with each sequence's layer cache,
+        and rows ``sum(sizes[:i]) ..`` belong to sequence ``i``.
         """
         config = self.config
         w = self.weights

@@ -91,7 +91,7 @@ def test_speculative_and_plain_together_match_solo(target):
         assert got == _solo(target, prompt, 16)
 
 
-def test_one_failing_sequence_leaves_the_others(target, monkeypatch):
+def test_failing_sequence_spares_others(target, monkeypatch):
     params = GenerationParams(max_tokens=10)
     bad_cache = {}
     original_call = type(target).__call__

@@ -77,7 +77,7 @@ def test_tuner_fixed_length_respected_and_clamped():
     assert tuner.choose(limit=0) == 0
 
 
-def test_adaptive_tuner_skips_model_drafts_in_shared_passes():
+def test_shared_pass_skips_model_drafts():
     from fakes import tiny_model
 
     from draftwise.runtime.drafters.adaptive import COMBINED, AdaptiveDrafter
@@ -99,7 +99,7 @@ def test_adaptive_tuner_skips_model_drafts_in_shared_passes():
         tuner.record(0, 0, 0.1)
 
 
-def test_shared_pass_allows_ngram_drafts_only_when_nearly_always_accepted():
+def test_shared_pass_ngram_needs_high_acceptance():
     from draftwise.runtime.drafters.adaptive import SHARED_MIN_ACCEPTANCE, AdaptiveDrafter
     from draftwise.runtime.drafters.ngram import NgramDrafter
 

@@ -14,7 +14,7 @@ from draftwise.actors.runtime import RuntimeRequestError
 from draftwise.protocol import GenerateRequest
 
 
-async def test_rounds_and_prefill_run_in_the_owning_actors():
+async def test_model_actors_run_their_steps():
     models = tiny_models()
     async with open_runtime(models, draft="tiny-draft", prefill_chunk=8) as rt:
         chunks, done = await collect(
@@ -34,7 +34,7 @@ async def test_rounds_and_prefill_run_in_the_owning_actors():
     assert output_ids(chunks) == solo_ids(models["tiny"], PROMPTS[0], 12)
 
 
-async def test_plain_requests_leave_the_draft_actor_idle():
+async def test_plain_request_skips_draft_actor():
     models = tiny_models()
     async with open_runtime(models, draft="tiny-draft") as rt:
         await collect(
@@ -45,7 +45,7 @@ async def test_plain_requests_leave_the_draft_actor_idle():
         assert rt._parts.verifier.rounds_run > 0
 
 
-async def test_draft_actor_refuses_work_it_cannot_do():
+async def test_draft_actor_rejects_bad_work():
     with DeviceThread() as device:
         actor = DraftActor(None, device, 4)
         async with trio.open_nursery() as nursery:
@@ -62,7 +62,7 @@ async def test_draft_actor_refuses_work_it_cannot_do():
             actor.inbox.close()
 
 
-async def test_drafter_errors_fail_only_that_request(monkeypatch):
+async def test_drafter_error_fails_one_request(monkeypatch):
     from draftwise.actors import draft_actor
 
     real = draft_actor.make_drafter

@@ -81,7 +81,7 @@ def test_attention_rows_rejects_bad_input() -> None:
         _qmm.attention_rows(q.astype(mx.float16), k, v, 8, 0, 0.25)
 
 
-def test_attend_uses_mlx_ops_when_the_kernel_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attend_kernel_off_uses_mlx(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(4)
     q, k, v = _inputs(rng, 4, 2, 3, 12, 16)
     monkeypatch.setenv(kernels.KERNEL_ENV, "off")

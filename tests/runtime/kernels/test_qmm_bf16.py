@@ -98,7 +98,7 @@ def test_other_widths_run_float32_math(bits: int) -> None:
     np.testing.assert_array_equal(run(x, w), run(x, w, "f32"))
 
 
-def test_bf16_differs_from_float32_by_bfloat16_rounding_only() -> None:
+def test_bf16_close_to_float32() -> None:
     rng = np.random.default_rng(3)
     w = make_weight(rng, 64, 1024, 4, 32)
     x = rng.standard_normal((4, 1024)).astype(np.float32)
@@ -119,7 +119,7 @@ def test_kernel_math_env_selects_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_array_equal(np.array(kernels.quantized_matmul(mx.array(x), w)), run(x, w))
 
 
-def test_bf16_on_another_isa_is_refused() -> None:
+def test_bf16_other_isa_rejected() -> None:
     w, s, b = mx.quantize(mx.zeros((8, 64)), group_size=32, bits=4)
     with pytest.raises(ValueError, match="math='bf16' needs a CPU with AVX512_BF16"):
         _qmm.quantized_matmul(mx.zeros((1, 64)), w, s, b, 4, 32, isa="scalar", math="bf16")
