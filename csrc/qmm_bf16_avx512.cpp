@@ -1,8 +1,9 @@
 // Quantized matmul with bfloat16 dot products on AVX-512 BF16 (vdpbf16ps).
 //
-// For 4-bit weights: each group's 16 possible weights fmadd(q, scale, bias)
-// are computed in float32 and rounded to bfloat16 once, and each 32-element
-// block picks its weights from that table with one 16-bit permute. x rows are
+// Weights are rounded to bfloat16 from their float32 value fmadd(q, scale,
+// bias). For 4-bit weights, each group's 16 possible weights are computed
+// once and each 32-element block picks its weights from that table with one
+// 16-bit permute; 8-bit weights are converted block by block. x rows are
 // rounded to bfloat16 once per call (prepare). vdpbf16ps then adds, per float
 // lane l, x[2l] * w[2l] and x[2l + 1] * w[2l + 1] of each block, in increasing
 // k, and the 16 lanes are summed with a fixed tree at the end. Every operation
@@ -44,8 +45,10 @@ float hsum(__m512 v) {
   return _mm_cvtss_f32(s);
 }
 
+bool bf16_bits(int bits) { return bits == 4 || bits == 8; }
+
 size_t bf16_prepared_bytes(const QmmProblem& p) {
-  if (p.bits != 4) {
+  if (!bf16_bits(p.bits)) {
     return 0;
   }
   return static_cast<size_t>(p.m * p.k) * sizeof(uint16_t);
@@ -83,38 +86,81 @@ __m512i block_weights(const uint8_t* block, __m512i table) {
   return _mm512_permutexvar_epi16(index, table);
 }
 
-template <int MR, int NR>
+// 8-bit weights: the block's 32 weights fmadd(q, scale, bias) in float32,
+// rounded to bfloat16 (the same values the 4-bit table holds for its q).
+__m512i block_weights8(const uint8_t* block, __m512 scale, __m512 bias) {
+  const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
+  const __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(bytes)));
+  const __m512 high = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(bytes, 1)));
+  const __m512bh pair = _mm512_cvtne2ps_pbh(_mm512_fmadd_ps(high, scale, bias),
+                                           _mm512_fmadd_ps(low, scale, bias));
+  return reinterpret_cast<const __m512i&>(pair);
+}
+
+// Columns [n0, n0 + NR) of rows [m0, m0 + MR), with GB blocks per group.
+// One pointer walks each array (weights, scales, biases) and steps from
+// column to column, so the loop keeps its state in registers. While it
+// works, it prefetches the next tile's weights, which follow this tile's in
+// memory, as many bytes per block as it reads.
+template <int BITS, int GB, int MR, int NR>
 void bf16_tile(const QmmProblem& p, const uint16_t* x, int64_t m0, int64_t n0) {
   const int64_t groups = p.k / p.group_size;
-  const int64_t blocks_per_group = p.group_size / kBlock;
-  const int64_t row_bytes = p.k / 2;
-  const uint8_t* rows[NR];
-  for (int c = 0; c < NR; ++c) {
-    rows[c] = reinterpret_cast<const uint8_t*>(p.weight) + (n0 + c) * row_bytes;
-  }
+  const int64_t row_bytes = p.k * BITS / 8;
+  constexpr int64_t kBlockBytes = kBlock * BITS / 8;
+  constexpr int kPrefetchLines = (NR * kBlockBytes + 63) / 64;
+  const uint8_t* weights = reinterpret_cast<const uint8_t*>(p.weight) + n0 * row_bytes;
+  const char* next = reinterpret_cast<const char*>(weights + NR * row_bytes);
+  const float* scales = p.scales + n0 * groups;
+  const float* biases = p.biases + n0 * groups;
   __m512 acc[MR][NR];
   for (int r = 0; r < MR; ++r) {
     for (int c = 0; c < NR; ++c) {
       acc[r][c] = _mm512_setzero_ps();
     }
   }
+  const uint16_t* xg = x + m0 * p.k;
   for (int64_t g = 0; g < groups; ++g) {
+    // The next tile's NR * groups scales and biases, NR per group.
+    _mm_prefetch(reinterpret_cast<const char*>(scales + NR * (groups + g)), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(biases + NR * (groups + g)), _MM_HINT_T0);
     __m512i table[NR];
-    for (int c = 0; c < NR; ++c) {
-      table[c] = group_table(p.scales[(n0 + c) * groups + g], p.biases[(n0 + c) * groups + g]);
-    }
-    for (int64_t b = g * blocks_per_group; b < (g + 1) * blocks_per_group; ++b) {
-      __m512i w[NR];
-      for (int c = 0; c < NR; ++c) {
-        w[c] = block_weights(rows[c] + b * (kBlock / 2), table[c]);
+    __m512 scale[NR];
+    __m512 bias[NR];
+    {
+      const float* s = scales + g;
+      const float* z = biases + g;
+      for (int c = 0; c < NR; ++c, s += groups, z += groups) {
+        if constexpr (BITS == 4) {
+          table[c] = group_table(*s, *z);
+        } else {
+          scale[c] = _mm512_set1_ps(*s);
+          bias[c] = _mm512_set1_ps(*z);
+        }
       }
+    }
+    for (int gb = 0; gb < GB; ++gb) {
+      for (int j = 0; j < kPrefetchLines; ++j) {
+        _mm_prefetch(next + j * 64, _MM_HINT_T0);
+      }
+      next += kPrefetchLines * 64;
+      __m512i w[NR];
+      const uint8_t* q = weights;
+      for (int c = 0; c < NR; ++c, q += row_bytes) {
+        if constexpr (BITS == 4) {
+          w[c] = block_weights(q, table[c]);
+        } else {
+          w[c] = block_weights8(q, scale[c], bias[c]);
+        }
+      }
+      weights += kBlockBytes;
       for (int r = 0; r < MR; ++r) {
-        const __m512i xv = _mm512_loadu_si512(x + (m0 + r) * p.k + b * kBlock);
+        const __m512i xv = _mm512_loadu_si512(xg + r * p.k);
         for (int c = 0; c < NR; ++c) {
           acc[r][c] = _mm512_dpbf16_ps(acc[r][c], reinterpret_cast<const __m512bh&>(xv),
                                        reinterpret_cast<const __m512bh&>(w[c]));
         }
       }
+      xg += kBlock;
     }
   }
   for (int r = 0; r < MR; ++r) {
@@ -124,16 +170,42 @@ void bf16_tile(const QmmProblem& p, const uint16_t* x, int64_t m0, int64_t n0) {
   }
 }
 
-template <int MR>
-void bf16_rows(const QmmProblem& p, const uint16_t* x, int64_t m0, int64_t n_begin,
-               int64_t n_end) {
+template <int BITS, int GB, int MR>
+void bf16_columns(const QmmProblem& p, const uint16_t* x, int64_t m0, int64_t n_begin,
+                  int64_t n_end) {
   constexpr int NR = kColumns[MR];
   int64_t n0 = n_begin;
   for (; n0 + NR <= n_end; n0 += NR) {
-    bf16_tile<MR, NR>(p, x, m0, n0);
+    bf16_tile<BITS, GB, MR, NR>(p, x, m0, n0);
   }
   for (; n0 < n_end; ++n0) {
-    bf16_tile<MR, 1>(p, x, m0, n0);
+    bf16_tile<BITS, GB, MR, 1>(p, x, m0, n0);
+  }
+}
+
+template <int BITS, int MR>
+void bf16_groups(const QmmProblem& p, const uint16_t* x, int64_t m0, int64_t n_begin,
+                 int64_t n_end) {
+  switch (p.group_size / kBlock) {
+    case 1:
+      bf16_columns<BITS, 1, MR>(p, x, m0, n_begin, n_end);
+      break;
+    case 2:
+      bf16_columns<BITS, 2, MR>(p, x, m0, n_begin, n_end);
+      break;
+    default:
+      bf16_columns<BITS, 4, MR>(p, x, m0, n_begin, n_end);
+      break;
+  }
+}
+
+template <int MR>
+void bf16_rows(const QmmProblem& p, const uint16_t* x, int64_t m0, int64_t n_begin,
+               int64_t n_end) {
+  if (p.bits == 4) {
+    bf16_groups<4, MR>(p, x, m0, n_begin, n_end);
+  } else {
+    bf16_groups<8, MR>(p, x, m0, n_begin, n_end);
   }
 }
 
@@ -148,15 +220,15 @@ void bf16_row_tile(const QmmProblem& p, const uint16_t* x, int64_t m0, int rows,
 }
 
 int64_t bf16_column_chunk(const QmmProblem& p) {
-  return p.bits == 4 ? 32 : kAvx512F32.column_chunk(p);
+  return bf16_bits(p.bits) ? 32 : kAvx512F32.column_chunk(p);
 }
 
 size_t bf16_scratch_floats(const QmmProblem& p) {
-  return p.bits == 4 ? 0 : kAvx512F32.scratch_floats(p);
+  return bf16_bits(p.bits) ? 0 : kAvx512F32.scratch_floats(p);
 }
 
 void bf16_run(const QmmProblem& p, int64_t n_begin, int64_t n_end, float* scratch) {
-  if (p.bits != 4) {
+  if (!bf16_bits(p.bits)) {
     kAvx512F32.run(p, n_begin, n_end, scratch);
     return;
   }

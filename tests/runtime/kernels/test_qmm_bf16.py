@@ -57,11 +57,15 @@ def simulated_bf16(x: np.ndarray, w: QuantizedTensor) -> tuple[np.ndarray, np.nd
     return xb @ wb.T, bound
 
 
+BF16_BITS = (4, 8)
+
+
+@pytest.mark.parametrize("bits", BF16_BITS)
 @pytest.mark.parametrize("group_size", GROUP_SIZES)
-def test_bf16_matches_simulated_bfloat16_math(group_size: int) -> None:
-    rng = np.random.default_rng(group_size)
+def test_bf16_matches_simulated_bfloat16_math(group_size: int, bits: int) -> None:
+    rng = np.random.default_rng(group_size + bits)
     for n, k in [(1, group_size), (13, 3 * group_size), (37, 512)]:
-        w = make_weight(rng, n, k, 4, group_size)
+        w = make_weight(rng, n, k, bits, group_size)
         for m in (1, 2, 3, 5, 8, 9, 10, 17, 40):
             x = rng.standard_normal((m, k)).astype(np.float32)
             expected, bound = simulated_bf16(x, w)
@@ -70,6 +74,7 @@ def test_bf16_matches_simulated_bfloat16_math(group_size: int) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    bits=st.sampled_from(BF16_BITS),
     group_size=st.sampled_from(GROUP_SIZES),
     n=st.integers(1, 40),
     groups=st.integers(1, 8),
@@ -78,10 +83,10 @@ def test_bf16_matches_simulated_bfloat16_math(group_size: int) -> None:
     data=st.data(),
 )
 def test_bf16_rows_independent_of_batch(
-    group_size: int, n: int, groups: int, rows: int, seed: int, data: st.DataObject
+    bits: int, group_size: int, n: int, groups: int, rows: int, seed: int, data: st.DataObject
 ) -> None:
     rng = np.random.default_rng(seed)
-    w = make_weight(rng, n, groups * group_size, 4, group_size)
+    w = make_weight(rng, n, groups * group_size, bits, group_size)
     x = rng.standard_normal((rows, groups * group_size)).astype(np.float32)
     full = run(x, w)
     row = data.draw(st.integers(0, rows - 1), label="row")
@@ -90,7 +95,7 @@ def test_bf16_rows_independent_of_batch(
     np.testing.assert_array_equal(run(x[list(order)], w), full[list(order)])
 
 
-@pytest.mark.parametrize("bits", [b for b in BITS if b != 4])
+@pytest.mark.parametrize("bits", [b for b in BITS if b not in BF16_BITS])
 def test_other_widths_run_float32_math(bits: int) -> None:
     rng = np.random.default_rng(bits)
     w = make_weight(rng, 19, 256, bits, 64)
@@ -98,9 +103,10 @@ def test_other_widths_run_float32_math(bits: int) -> None:
     np.testing.assert_array_equal(run(x, w), run(x, w, "f32"))
 
 
-def test_bf16_close_to_float32() -> None:
+@pytest.mark.parametrize("bits", BF16_BITS)
+def test_bf16_close_to_float32(bits: int) -> None:
     rng = np.random.default_rng(3)
-    w = make_weight(rng, 64, 1024, 4, 32)
+    w = make_weight(rng, 64, 1024, bits, 32)
     x = rng.standard_normal((4, 1024)).astype(np.float32)
     bf16, f32 = run(x, w), run(x, w, "f32")
     assert not np.array_equal(bf16, f32)
