@@ -56,7 +56,7 @@ View view_of(const mx::array& a) {
   return view;
 }
 
-float dot(const float* a, const float* b, int64_t d) {
+__attribute__((always_inline)) inline float dot(const float* a, const float* b, int64_t d) {
   float lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= d; i += kLanes) {
@@ -83,10 +83,25 @@ struct Problem {
   float scale;
 };
 
-// Computes out[head, row, :]: scores over the keys the row attends to, a
-// softmax with the row's maximum subtracted, then the weighted sum of values.
-void attend_one(const Problem& p, int64_t head, int64_t row, std::vector<float>& scratch) {
-  const int64_t kv = head / (p.heads / p.kv_heads);
+// On x86-64 the compiler builds this function for AVX-512, for AVX2 + FMA
+// and for the baseline ISA, and the loader picks one by CPU once per
+// process. The float operations per row stay the same whatever the row
+// count, so rows remain batch invariant on every CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DRAFTWISE_ISA_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DRAFTWISE_ISA_CLONES
+#endif
+
+// Computes out[head, row, :] for the query heads that share key/value head
+// kv: scores over the keys the row attends to, a softmax with each head's
+// maximum subtracted, then the weighted sum of values. Each key and value
+// row is read once for all those heads; every head's float operations and
+// their order are those of a call for that head alone.
+DRAFTWISE_ISA_CLONES void attend_kv_group(const Problem& p, int64_t kv, int64_t row,
+                                          std::vector<float>& scratch) {
+  const int64_t heads = p.heads / p.kv_heads;
   const int64_t position = p.query_start + row;
   int64_t first = p.key_start;
   if (p.window > 0 && position - p.window + 1 > first) {
@@ -94,37 +109,50 @@ void attend_one(const Problem& p, int64_t head, int64_t row, std::vector<float>&
   }
   const int64_t begin = first - p.key_start;
   const int64_t end = position - p.key_start + 1;  // exclusive
+  const int64_t seen = end - begin;
 
-  scratch.resize(static_cast<size_t>(p.d + (end - begin)));
-  float* q = scratch.data();
-  float* scores = scratch.data() + p.d;
-  const float* q_row = p.q.data + head * p.q.s0 + row * p.q.s1;
-  for (int64_t i = 0; i < p.d; ++i) {
-    q[i] = q_row[i] * p.scale;
-  }
-
-  float maximum = -INFINITY;
-  for (int64_t j = begin; j < end; ++j) {
-    const float s = dot(q, p.k.data + kv * p.k.s0 + j * p.k.s1, p.d);
-    scores[j - begin] = s;
-    maximum = s > maximum ? s : maximum;
-  }
-
-  float total = 0.0f;
-  for (int64_t j = 0; j < end - begin; ++j) {
-    scores[j] = std::exp(scores[j] - maximum);
-    total += scores[j];
-  }
-
-  float* out = p.out + (head * p.rows + row) * p.d;
-  for (int64_t i = 0; i < p.d; ++i) {
-    out[i] = 0.0f;
-  }
-  for (int64_t j = begin; j < end; ++j) {
-    const float weight = scores[j - begin] / total;
-    const float* value = p.v.data + kv * p.v.s0 + j * p.v.s1;
+  scratch.resize(static_cast<size_t>(heads * (p.d + seen + 2)));
+  float* q = scratch.data();                 // [heads, d]
+  float* scores = q + heads * p.d;           // [heads, seen]
+  float* maximum = scores + heads * seen;    // [heads]
+  float* total = maximum + heads;            // [heads]
+  for (int64_t h = 0; h < heads; ++h) {
+    const float* q_row = p.q.data + (kv * heads + h) * p.q.s0 + row * p.q.s1;
     for (int64_t i = 0; i < p.d; ++i) {
-      out[i] += weight * value[i];
+      q[h * p.d + i] = q_row[i] * p.scale;
+    }
+    maximum[h] = -INFINITY;
+    total[h] = 0.0f;
+  }
+
+  for (int64_t j = begin; j < end; ++j) {
+    const float* key = p.k.data + kv * p.k.s0 + j * p.k.s1;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float s = dot(q + h * p.d, key, p.d);
+      scores[h * seen + j - begin] = s;
+      maximum[h] = s > maximum[h] ? s : maximum[h];
+    }
+  }
+
+  for (int64_t h = 0; h < heads; ++h) {
+    float* head_scores = scores + h * seen;
+    for (int64_t j = 0; j < seen; ++j) {
+      head_scores[j] = std::exp(head_scores[j] - maximum[h]);
+      total[h] += head_scores[j];
+    }
+    float* out = p.out + ((kv * heads + h) * p.rows + row) * p.d;
+    for (int64_t i = 0; i < p.d; ++i) {
+      out[i] = 0.0f;
+    }
+  }
+  for (int64_t j = begin; j < end; ++j) {
+    const float* value = p.v.data + kv * p.v.s0 + j * p.v.s1;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float weight = scores[h * seen + j - begin] / total[h];
+      float* __restrict out = p.out + ((kv * heads + h) * p.rows + row) * p.d;
+      for (int64_t i = 0; i < p.d; ++i) {
+        out[i] += weight * value[i];
+      }
     }
   }
 }
@@ -185,19 +213,19 @@ void AttentionRows::eval_cpu(const std::vector<mx::array>& inputs, mx::array& ou
     Problem p{view_of(q), view_of(k), view_of(v), out.data<float>(),
               q.shape(0), q.shape(1), k.shape(0), k.shape(1), q.shape(2),
               query_start, key_start, window, scale};
-    const int64_t tasks = p.heads * p.rows;
-    const int64_t work = tasks * p.length * p.d;
+    const int64_t tasks = p.kv_heads * p.rows;
+    const int64_t work = p.heads * p.rows * p.length * p.d;
     if (work < (int64_t{1} << 20)) {
       std::vector<float> scratch;
       for (int64_t t = 0; t < tasks; ++t) {
-        attend_one(p, t / p.rows, t % p.rows, scratch);
+        attend_kv_group(p, t / p.rows, t % p.rows, scratch);
       }
       return;
     }
     ThreadPool& pool = ThreadPool::global();
     std::vector<std::vector<float>> scratch(pool.size());
     pool.run(tasks, [&](int64_t t, int thread) {
-      attend_one(p, t / p.rows, t % p.rows, scratch[thread]);
+      attend_kv_group(p, t / p.rows, t % p.rows, scratch[thread]);
     });
   });
 }
