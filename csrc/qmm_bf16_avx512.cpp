@@ -65,24 +65,23 @@ void bf16_prepare(const QmmProblem& p, void* prepared) {
   }
 }
 
-// The group's 16 weights fmadd(q, scale, bias), q = 0..15, as bfloat16 in
-// the low 16 words of a register.
+// The group's 16 weights fmadd(q, scale, bias), q = 0..15, as bfloat16, in
+// words 0..15 and again in words 16..31, so that a permute index only needs
+// its low 4 bits right.
 __m512i group_table(float scale, float bias) {
   const __m512 q = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512 w = _mm512_fmadd_ps(q, _mm512_set1_ps(scale), _mm512_set1_ps(bias));
-  const __m256bh words = _mm512_cvtneps_pbh(w);
-  return _mm512_castsi256_si512(reinterpret_cast<const __m256i&>(words));
+  const __m512bh words = _mm512_cvtne2ps_pbh(w, w);
+  return reinterpret_cast<const __m512i&>(words);
 }
 
 // The block's 32 weights: word e is the table entry of element e, whose 4
-// bits are nibble e % 2 of byte e / 2.
+// bits are nibble e % 2 of byte e / 2. Dword i = byte | byte << 12 holds the
+// low nibble in bits 0..3 of word 2i (bit 4 is the high nibble's lowest
+// bit, which the doubled table ignores) and the high nibble in word 2i + 1.
 __m512i block_weights(const uint8_t* block, __m512i table) {
   const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)));
-  const __m512i low = _mm512_and_si512(bytes, _mm512_set1_epi32(0x0F));
-  const __m512i shifted = _mm512_slli_epi32(bytes, 12);
-  // (shifted & 0x000F0000) | low
-  const __m512i index =
-      _mm512_ternarylogic_epi32(shifted, _mm512_set1_epi32(0x000F0000), low, 0xEA);
+  const __m512i index = _mm512_or_si512(bytes, _mm512_slli_epi32(bytes, 12));
   return _mm512_permutexvar_epi16(index, table);
 }
 
