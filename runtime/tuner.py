@@ -7,7 +7,7 @@ tokens of a round with k proposals is ``1 + sum_{j<=k} prod_{i<=j} a_i``
 it picks the k with the most expected tokens per expected second, k = 0
 (plain decoding) included. While it sits at k = 0 it learns nothing about
 acceptance, so it probes a short draft now and then, backing off
-exponentially while probes keep failing.
+exponentially while probes keep losing against plain decoding.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ class _LinearFit:
     sum_t: float = 0.0
     sum_kk: float = 0.0
     sum_kt: float = 0.0
+    # The newest slope fitted while rounds at different k were in view. A
+    # long stretch of plain rounds decays the drafted ones out of the fit;
+    # the cost per proposal is then still this one, not the prior's.
+    known_slope: float | None = None
 
     def add(self, k: int, seconds: float) -> None:
         for name in ("weight", "sum_k", "sum_t", "sum_kk", "sum_kt"):
@@ -46,6 +50,17 @@ class _LinearFit:
         self.sum_t += seconds
         self.sum_kk += k * k
         self.sum_kt += k * seconds
+        slope = self._fitted_slope()
+        if slope is not None:
+            self.known_slope = slope
+
+    def _fitted_slope(self) -> float | None:
+        mean_k = self.sum_k / self.weight
+        mean_t = self.sum_t / self.weight
+        variance = self.sum_kk / self.weight - mean_k * mean_k
+        if variance < 0.05:
+            return None
+        return max((self.sum_kt / self.weight - mean_k * mean_t) / variance, 0.0)
 
     def predict(self, k: int) -> float:
         """Return the expected round time at ``k``, in seconds or, before any timing, in rounds."""
@@ -53,12 +68,12 @@ class _LinearFit:
             return 1.0 + PRIOR_COST_PER_TOKEN * k
         mean_k = self.sum_k / self.weight
         mean_t = self.sum_t / self.weight
-        variance = self.sum_kk / self.weight - mean_k * mean_k
-        if variance < 0.05:  # a single k timed so far: assume the prior slope
+        slope = self._fitted_slope()
+        if slope is None:
+            slope = self.known_slope
+        if slope is None:  # a single k timed so far: assume the prior slope
             base = mean_t / (1.0 + PRIOR_COST_PER_TOKEN * mean_k)
             return base * (1.0 + PRIOR_COST_PER_TOKEN * k)
-        slope = (self.sum_kt / self.weight - mean_k * mean_t) / variance
-        slope = max(slope, 0.0)
         return max(mean_t + slope * (k - mean_k), 1e-6)
 
 
@@ -149,7 +164,10 @@ class DraftLengthTuner:
             self.accepted[num_drafted] += UNOBSERVED_WEIGHT
 
         if was_probe:
-            if num_accepted == 0:
-                self.probe_interval = min(self.probe_interval * 2, MAX_PROBE_INTERVAL)
-            else:
+            # A probe that accepted something can still lose: it pays only
+            # when its tokens per second reach plain decoding's.
+            plain_rate = 1.0 / self.timing.predict(0)
+            if (num_accepted + 1) / max(seconds, 1e-9) >= plain_rate:
                 self.probe_interval = FIRST_PROBE_INTERVAL
+            else:
+                self.probe_interval = min(self.probe_interval * 2, MAX_PROBE_INTERVAL)

@@ -56,6 +56,16 @@ def test_tuner_probe_interval_backs_off_exponentially():
     assert tuner.probe_interval == MAX_PROBE_INTERVAL
 
 
+def test_tuner_backs_off_from_probes_that_accept_but_lose():
+    tuner = DraftLengthTuner(max_draft=8)
+    # Every probe's first proposal is accepted, but each proposal costs two
+    # plain rounds, so no probe pays for itself.
+    for _ in range(2000):
+        k = tuner.choose()
+        tuner.record(k, min(k, 1), STEP_S * (1 + 2 * k))
+    assert tuner.probe_interval == MAX_PROBE_INTERVAL
+
+
 def test_tuner_resumes_after_successful_probe():
     tuner = DraftLengthTuner(max_draft=8)
     simulate(tuner, lambda k: 0, 200)
