@@ -97,8 +97,8 @@ struct Problem {
 // Computes out[head, row, :] for the query heads that share key/value head
 // kv: scores over the keys the row attends to, a softmax with each head's
 // maximum subtracted, then the weighted sum of values. Each key and value
-// row is read once for all those heads; every head's float operations and
-// their order are those of a call for that head alone.
+// row is read once for all those heads. Every head's float operations, and
+// their order, are those of a call for that head alone.
 DRAFTWISE_ISA_CLONES void attend_kv_group(const Problem& p, int64_t kv, int64_t row,
                                           std::vector<float>& scratch) {
   const int64_t heads = p.heads / p.kv_heads;

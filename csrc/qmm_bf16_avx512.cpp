@@ -76,7 +76,7 @@ __m512i group_table(float scale, float bias) {
 }
 
 // The block's 32 weights: word e is the table entry of element e, whose 4
-// bits are nibble e % 2 of byte e / 2. Dword i = byte | byte << 12 holds the
+// bits are nibble e % 2 of byte e / 2. Dword i = byte | byte << 12 contains the
 // low nibble in bits 0..3 of word 2i (bit 4 is the high nibble's lowest
 // bit, which the doubled table ignores) and the high nibble in word 2i + 1.
 __m512i block_weights(const uint8_t* block, __m512i table) {

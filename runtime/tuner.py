@@ -38,8 +38,8 @@ class _LinearFit:
     sum_kk: float = 0.0
     sum_kt: float = 0.0
     # The newest slope fitted while rounds at different k were in view. A
-    # long stretch of plain rounds decays the drafted ones out of the fit;
-    # the cost per proposal is then still this one, not the prior's.
+    # long stretch of plain rounds decays the drafted ones out of the fit,
+    # and the cost per proposal is then still this one, not the prior's.
     known_slope: float | None = None
 
     def add(self, k: int, seconds: float) -> None:

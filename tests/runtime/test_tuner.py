@@ -56,7 +56,7 @@ def test_tuner_probe_interval_backs_off_exponentially():
     assert tuner.probe_interval == MAX_PROBE_INTERVAL
 
 
-def test_tuner_backs_off_from_probes_that_accept_but_lose():
+def test_tuner_losing_probes_back_off():
     tuner = DraftLengthTuner(max_draft=8)
     # Every probe's first proposal is accepted, but each proposal costs two
     # plain rounds, so no probe pays for itself.
