@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from draftwise.runtime.weights import QuantizedTensor
 
@@ -44,14 +47,19 @@ def make_weight(
     return QuantizedTensor(weight, scales, biases, bits, group_size, (n, k))
 
 
+def unpacked_integers(w: QuantizedTensor) -> np.ndarray:
+    """Unpack the quantized integers q [n, k] of w's little-endian bit stream."""
+    n, k = w.shape
+    words = np.array(w.weight).view(np.uint8)
+    stream = np.unpackbits(words, axis=1, bitorder="little")[:, : k * w.bits]
+    return (stream.reshape(n, k, w.bits).astype(np.int64) << np.arange(w.bits)).sum(axis=-1)
+
+
 def reference(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     """x @ dequantize(w).T in float64, from the exact integers, scales and biases."""
     scales = np.array(w.scales).astype(np.float64)
     biases = np.array(w.biases).astype(np.float64)
-    n, k = w.shape
-    words = np.array(w.weight).view(np.uint8)
-    stream = np.unpackbits(words, axis=1, bitorder="little")[:, : k * w.bits]
-    q = (stream.reshape(n, k, w.bits).astype(np.int64) << np.arange(w.bits)).sum(axis=-1)
+    q = unpacked_integers(w)
     dense = q * np.repeat(scales, w.group_size, axis=1) + np.repeat(biases, w.group_size, axis=1)
     return x.astype(np.float64) @ dense.T
 
@@ -60,3 +68,21 @@ def tolerance(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     """Per-output bound for float32 math: a small multiple of eps * sum |x| |w|."""
     dense = np.abs(np.array(w.dequantize()).astype(np.float64))
     return 1e-5 * (np.abs(x.astype(np.float64)) @ dense.T) + 1e-6
+
+
+def assert_rows_batch_invariant(
+    run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, data: st.DataObject
+) -> None:
+    """Assert that rows of ``run(x)`` stay bit-identical in a slice, alone and shuffled."""
+    rows = x.shape[0]
+    full = run(x)
+
+    start = data.draw(st.integers(0, rows - 1), label="start")
+    stop = data.draw(st.integers(start + 1, rows), label="stop")
+    np.testing.assert_array_equal(run(x[start:stop]), full[start:stop])
+
+    row = data.draw(st.integers(0, rows - 1), label="row")
+    np.testing.assert_array_equal(run(x[row : row + 1]), full[row : row + 1])
+
+    order = data.draw(st.permutations(range(rows)), label="order")
+    np.testing.assert_array_equal(run(x[list(order)]), full[list(order)])

@@ -10,7 +10,15 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import BITS, GROUP_SIZES, _qmm, make_weight, requires_extension, usable_isas
+from conftest import (
+    BITS,
+    GROUP_SIZES,
+    _qmm,
+    assert_rows_batch_invariant,
+    make_weight,
+    requires_extension,
+    usable_isas,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,17 +53,7 @@ def test_qmm_rows_independent_of_batch(batch: tuple, data: st.DataObject) -> Non
     rng = np.random.default_rng(seed)
     w = make_weight(rng, n, k, bits, group_size)
     x = rng.standard_normal((rows, k)).astype(np.float32)
-    full = run(x, w, isa)
-
-    start = data.draw(st.integers(0, rows - 1), label="start")
-    stop = data.draw(st.integers(start + 1, rows), label="stop")
-    np.testing.assert_array_equal(run(x[start:stop], w, isa), full[start:stop])
-
-    row = data.draw(st.integers(0, rows - 1), label="row")
-    np.testing.assert_array_equal(run(x[row : row + 1], w, isa), full[row : row + 1])
-
-    order = data.draw(st.permutations(range(rows)), label="order")
-    np.testing.assert_array_equal(run(x[list(order)], w, isa), full[list(order)])
+    assert_rows_batch_invariant(lambda batch: run(batch, w, isa), x, data)
 
 
 @pytest.mark.parametrize("isa", usable_isas())

@@ -5,7 +5,15 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import BITS, GROUP_SIZES, _qmm, make_weight, usable_isas
+from conftest import (
+    BITS,
+    GROUP_SIZES,
+    _qmm,
+    assert_rows_batch_invariant,
+    make_weight,
+    unpacked_integers,
+    usable_isas,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,10 +53,7 @@ def to_bf16(a: np.ndarray) -> np.ndarray:
 
 def simulated_bf16(x: np.ndarray, w: QuantizedTensor) -> tuple[np.ndarray, np.ndarray]:
     """What the kernel multiplies, in float64: (result, bound on float32 summation error)."""
-    n, k = w.shape
-    words = np.array(w.weight).view(np.uint8)
-    stream = np.unpackbits(words, axis=1, bitorder="little")[:, : k * w.bits]
-    q = (stream.reshape(n, k, w.bits).astype(np.int64) << np.arange(w.bits)).sum(axis=-1)
+    q = unpacked_integers(w)
     scales = np.repeat(np.array(w.scales).astype(np.float64), w.group_size, axis=1)
     biases = np.repeat(np.array(w.biases).astype(np.float64), w.group_size, axis=1)
     weights = (q * scales + biases).astype(np.float32)  # fmadd(q, scale, bias), rounded once
@@ -88,11 +93,7 @@ def test_bf16_rows_independent_of_batch(
     rng = np.random.default_rng(seed)
     w = make_weight(rng, n, groups * group_size, bits, group_size)
     x = rng.standard_normal((rows, groups * group_size)).astype(np.float32)
-    full = run(x, w)
-    row = data.draw(st.integers(0, rows - 1), label="row")
-    np.testing.assert_array_equal(run(x[row : row + 1], w), full[row : row + 1])
-    order = data.draw(st.permutations(range(rows)), label="order")
-    np.testing.assert_array_equal(run(x[list(order)], w), full[list(order)])
+    assert_rows_batch_invariant(lambda batch: run(batch, w), x, data)
 
 
 @pytest.mark.parametrize("bits", [b for b in BITS if b not in BF16_BITS])

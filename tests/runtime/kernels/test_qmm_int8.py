@@ -5,7 +5,15 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import BITS, GROUP_SIZES, _qmm, make_weight, reference, usable_isas
+from conftest import (
+    BITS,
+    GROUP_SIZES,
+    _qmm,
+    assert_rows_batch_invariant,
+    make_weight,
+    reference,
+    usable_isas,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -96,11 +104,7 @@ def test_int8_rows_independent_of_batch(
     rng = np.random.default_rng(seed)
     w = make_weight(rng, n, groups * group_size, bits, group_size)
     x = rng.standard_normal((rows, groups * group_size)).astype(np.float32)
-    full = run(x, w)
-    row = data.draw(st.integers(0, rows - 1), label="row")
-    np.testing.assert_array_equal(run(x[row : row + 1], w), full[row : row + 1])
-    order = data.draw(st.permutations(range(rows)), label="order")
-    np.testing.assert_array_equal(run(x[list(order)], w), full[list(order)])
+    assert_rows_batch_invariant(lambda batch: run(batch, w), x, data)
 
 
 def test_kernel_math_env_selects_int8(monkeypatch: pytest.MonkeyPatch) -> None:
