@@ -71,7 +71,7 @@ class _LinearFit:
         slope = self._fitted_slope()
         if slope is None:
             slope = self.known_slope
-        if slope is None:  # a single k timed so far: assume the prior slope
+        if slope is None:  # no slope measured yet, so assume the prior one
             base = mean_t / (1.0 + PRIOR_COST_PER_TOKEN * mean_k)
             return base * (1.0 + PRIOR_COST_PER_TOKEN * k)
         return max(mean_t + slope * (k - mean_k), 1e-6)
@@ -164,8 +164,9 @@ class DraftLengthTuner:
             self.accepted[num_drafted] += UNOBSERVED_WEIGHT
 
         if was_probe:
-            # A probe that accepted something can still lose: it pays only
-            # when its tokens per second reach plain decoding's.
+            # A probe that accepted something can still be slower than plain
+            # decoding, so only a probe that reaches plain decoding's tokens
+            # per second resets the interval.
             plain_rate = 1.0 / self.timing.predict(0)
             if (num_accepted + 1) / max(seconds, 1e-9) >= plain_rate:
                 self.probe_interval = FIRST_PROBE_INTERVAL

@@ -27,7 +27,7 @@ KERNEL_ENV = "DRAFTWISE_KERNEL"
 # The kernel's arithmetic. "auto" (the default) is "bf16" where the CPU has
 # AVX512_BF16 and "f32" elsewhere.
 # "bf16" rounds activations and 4- and 8-bit weights to bfloat16 and sums
-# the products in float32 (vdpbf16ps); other widths keep float32 math. On the
+# the products in float32 (vdpbf16ps). Other widths keep float32 math. On the
 # Zen 4 machine of docs/benchmarks.md it made the linear layers of a 9-row
 # verify pass about 2x faster than "f32", with 100% top-1
 # agreement and identical greedy output on the prompts measured

@@ -64,8 +64,8 @@ def test_mtp_file_round_trip(tmp_path, bits):
 
 
 def test_mtp_quantized_drafting_matches_dequantized(tmp_path, monkeypatch):
-    # float32 kernel math: this checks the stored 8-bit weights, and bf16
-    # math would round both sides differently.
+    # Float32 kernel math, because this checks the stored 8-bit weights and
+    # bf16 math would round the two sides differently.
     monkeypatch.setenv("DRAFTWISE_KERNEL_MATH", "f32")
     model = tiny_model(seed=1, hidden_size=128, intermediate_size=128)
     config = config_for_target(model.config, intermediate_size=128, candidate_vocab_size=96)

@@ -56,6 +56,21 @@ def test_tuner_probe_interval_backs_off_exponentially():
     assert tuner.probe_interval == MAX_PROBE_INTERVAL
 
 
+def test_fit_keeps_slope_after_plain_stretch():
+    from draftwise.runtime.tuner import _LinearFit
+
+    fit = _LinearFit()
+    for _ in range(5):
+        fit.add(0, STEP_S)
+        fit.add(2, 3 * STEP_S)
+    # Enough plain rounds to decay the drafted ones out of the fit.
+    for _ in range(60):
+        fit.add(0, STEP_S)
+    # Measured: each proposal costs one plain round, not the prior's 0.35.
+    assert abs(fit.predict(0) - STEP_S) < 1e-3
+    assert abs(fit.predict(2) - 3 * STEP_S) < 1e-3
+
+
 def test_tuner_losing_probes_back_off():
     tuner = DraftLengthTuner(max_draft=8)
     # Every probe's first proposal is accepted, but each proposal costs two
