@@ -25,6 +25,7 @@ from draftwise.runtime.models.layers import (
     rms_norm,
     rope,
     silu,
+    silu_gated,
 )
 from draftwise.runtime.weights import QuantizedTensor
 
@@ -72,6 +73,13 @@ class Transformer:
         self.last_hidden: mx.array | None = None
         self._last_cache: weakref.ref[ModelCache] | None = None
         self._check_weights()
+        # Per layer, the query/key/value and gate/up projections fused into one
+        # matrix each where their formats match (see `_fuse`).
+        self._fused: dict[str, tuple[QuantizedTensor, mx.array | None, list[int]]] = {}
+        for layer in range(config.num_layers):
+            prefix = f"blk.{layer}."
+            self._fuse(prefix + "attn_qkv", [prefix + n for n in ("attn_q", "attn_k", "attn_v")])
+            self._fuse(prefix + "ffn_gate_up", [prefix + n for n in ("ffn_gate", "ffn_up")])
 
     def _check_weights(self) -> None:
         missing = [] if "token_embd.weight" in self.weights else ["token_embd.weight"]
@@ -86,6 +94,68 @@ class Transformer:
                 f"model '{self.name}' lacks {len(missing)} required tensors ({shown}); "
                 f"the file is incomplete or not a {self.config.architecture} model"
             )
+
+    def _fuse(self, key: str, names: list[str]) -> None:
+        """Stack the quantized matrices ``names`` (``.weight``) into one, kept under ``key``.
+
+        One kernel call then reads the input rows once and splits its work
+        across threads over all output columns, instead of one call per
+        matrix; at one row each call's fixed cost is a large part of its
+        time. Every output column is computed exactly as before (the kernel
+        reduces each column on its own), so results do not change. The
+        original names stay in ``weights`` as views of the fused arrays, so
+        the memory is held once. Matrices with different bit widths, group
+        sizes or input sizes stay separate.
+        """
+        parts: list[QuantizedTensor] = []
+        for name in names:
+            part = self.weights[name + ".weight"]
+            if not isinstance(part, QuantizedTensor):
+                return
+            parts.append(part)
+        first = parts[0]
+        if any(
+            (part.bits, part.group_size, part.shape[1])
+            != (first.bits, first.group_size, first.shape[1])
+            for part in parts
+        ):
+            return
+        biases = [self._vector(name + ".bias") for name in names]
+        present = [b for b in biases if b is not None]
+        if present and len(present) != len(biases):
+            return
+        bias = mx.concatenate(present) if present else None
+        rows = [part.shape[0] for part in parts]
+        fused = QuantizedTensor(
+            mx.concatenate([part.weight for part in parts]),
+            mx.concatenate([part.scales for part in parts]),
+            mx.concatenate([part.biases for part in parts]),
+            first.bits,
+            first.group_size,
+            (sum(rows), first.shape[1]),
+        )
+        mx.eval(self.parameters_of(fused), *([] if bias is None else [bias]))
+        start = 0
+        views: list[mx.array] = []
+        for name, part in zip(names, parts, strict=True):
+            end = start + part.shape[0]
+            view = QuantizedTensor(
+                fused.weight[start:end],
+                fused.scales[start:end],
+                fused.biases[start:end],
+                part.bits,
+                part.group_size,
+                part.shape,
+            )
+            self.weights[name + ".weight"] = view
+            views += self.parameters_of(view)
+            if bias is not None:
+                bias_view = bias[start:end]
+                self.weights[name + ".bias"] = bias_view
+                views.append(bias_view)
+            start = end
+        mx.eval(views)
+        self._fused[key] = (fused, bias, rows)
 
     def limit_head(self, head_rows: int) -> None:
         """Compute logits for token ids below ``head_rows`` only.
@@ -252,9 +322,16 @@ class Transformer:
         prefix = f"blk.{layer}."
         num_rows = x.shape[0]
 
-        q = linear(x, w[prefix + "attn_q.weight"], self._vector(prefix + "attn_q.bias"))
-        k = linear(x, w[prefix + "attn_k.weight"], self._vector(prefix + "attn_k.bias"))
-        v = linear(x, w[prefix + "attn_v.weight"], self._vector(prefix + "attn_v.bias"))
+        fused = self._fused.get(prefix + "attn_qkv")
+        if fused is not None:
+            weight, bias, sizes_out = fused
+            q, k, v = mx.split(
+                linear(x, weight, bias), [sizes_out[0], sizes_out[0] + sizes_out[1]], axis=1
+            )
+        else:
+            q = linear(x, w[prefix + "attn_q.weight"], self._vector(prefix + "attn_q.bias"))
+            k = linear(x, w[prefix + "attn_k.weight"], self._vector(prefix + "attn_k.bias"))
+            v = linear(x, w[prefix + "attn_v.weight"], self._vector(prefix + "attn_v.bias"))
         # [n, heads * head_dim] -> [heads, n, head_dim]
         q = q.reshape(num_rows, config.num_heads, config.head_dim).transpose(1, 0, 2)
         k = k.reshape(num_rows, config.num_kv_heads, config.head_dim).transpose(1, 0, 2)
@@ -307,8 +384,16 @@ class Transformer:
 
     def _mlp(self, prefix: str, x: mx.array) -> mx.array:
         w = self.weights
-        gate = linear(x, w[prefix + "ffn_gate.weight"])
-        up = linear(x, w[prefix + "ffn_up.weight"])
+        fused = self._fused.get(prefix + "ffn_gate_up")
+        if fused is not None:
+            weight, _, rows = fused
+            gate_up = linear(x, weight)
+            if self.activation != "gelu_tanh" and rows[0] == rows[1]:
+                return linear(silu_gated(gate_up), w[prefix + "ffn_down.weight"])
+            gate, up = mx.split(gate_up, [rows[0]], axis=1)
+        else:
+            gate = linear(x, w[prefix + "ffn_gate.weight"])
+            up = linear(x, w[prefix + "ffn_up.weight"])
         if self.activation == "gelu_tanh":
             activated = gelu_tanh(gate)
         else:
