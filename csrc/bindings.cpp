@@ -7,6 +7,7 @@
 #include "attention_rows.h"
 #include "cpu_features.h"
 #include "qmm_op.h"
+#include "silu_mul.h"
 #include "thread_pool.h"
 
 namespace nb = nanobind;
@@ -40,6 +41,13 @@ query_start + i. window > 0 limits each row to its last window positions.
 Every row is computed alone from exactly the keys it sees, so its result
 does not depend on the row count. Raises ValueError naming any invalid
 argument.)");
+
+  m.def("silu_mul", &draftwise::silu_mul, "gate_up"_a, nb::kw_only(), "stream"_a = nb::none(),
+        R"(Return silu(gate) * up for gate_up = [gate | up], float32 [rows, 2 * f].
+
+The result is float32 [rows, f]. Each element depends only on its own gate
+and up values, through the same float operations on every CPU, so it does
+not depend on the row count. Raises ValueError naming any invalid argument.)");
 
   m.def(
       "default_isa", [] { return draftwise::isa_of(draftwise::default_variant()); },

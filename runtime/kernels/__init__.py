@@ -7,6 +7,7 @@ from draftwise.runtime.kernels.qmm import (
     kernel_info,
     kernel_math,
     quantized_matmul,
+    silu_mul,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "kernel_info",
     "kernel_math",
     "quantized_matmul",
+    "silu_mul",
 ]

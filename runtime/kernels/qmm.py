@@ -168,3 +168,18 @@ def attention_rows(
         queries, keys, values, query_start, key_start, scale, window
     )
     return result
+
+
+def silu_mul(gate_up: mx.array) -> mx.array | None:
+    """Return ``silu(gate) * up`` for ``gate_up = [gate | up]`` from the extension, or None.
+
+    ``gate_up`` is ``[rows, 2 * f]``; the result is ``[rows, f]``. None when
+    the extension is not loaded or the input is not 2-D float32 with an even
+    column count; the caller then uses MLX ops.
+    """
+    if _unavailable_reason() is not None or _EXTENSION is None:
+        return None
+    if gate_up.dtype != mx.float32 or gate_up.ndim != 2 or gate_up.shape[1] % 2:
+        return None
+    result: mx.array = _EXTENSION.silu_mul(gate_up)
+    return result

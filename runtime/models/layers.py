@@ -69,6 +69,21 @@ def silu(x: mx.array) -> mx.array:
     return x * mx.sigmoid(x)
 
 
+def silu_gated(gate_up: mx.array) -> mx.array:
+    """Return ``silu(gate) * up`` for ``gate_up = [gate | up]`` ``[n, 2 * f]``: ``[n, f]``.
+
+    One operation in the kernel extension when it is built (MLX's CPU
+    sigmoid runs one element at a time), MLX ops otherwise.
+    """
+    from draftwise.runtime.kernels import silu_mul
+
+    out = silu_mul(gate_up)
+    if out is not None:
+        return out
+    gate, up = mx.split(gate_up, 2, axis=-1)
+    return silu(gate) * up
+
+
 def gelu_tanh(x: mx.array) -> mx.array:
     """GELU with the tanh approximation, as Gemma uses."""
     return 0.5 * x * (1.0 + mx.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
