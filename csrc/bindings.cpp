@@ -24,11 +24,10 @@ NB_MODULE(_qmm, m) {
 The weight uses MLX's affine layout from mx.quantize(w, group_size, bits).
 isa selects a variant ("scalar", "avx2", "avx512"); "" picks the best one
 this CPU supports. math="int8" quantizes each 32-element block of x to int8
-(4- and 8-bit weights with AVX2, 4-bit with AVX-512 VNNI; other widths keep
-float32 math). math="bf16" rounds x and 4-bit weights to bfloat16 and sums
+(4- and 8-bit weights, with AVX2 or AVX-512 VNNI; other widths keep float32
+math). math="bf16" rounds x and 4- and 8-bit weights to bfloat16 and sums
 their products in float32 (AVX-512 BF16 only; other widths keep float32
-math). Raises ValueError naming
-any invalid argument.)");
+math). Raises ValueError naming any invalid argument.)");
 
   m.def("attention_rows", &draftwise::attention_rows, "queries"_a, "keys"_a, "values"_a,
         "query_start"_a, "key_start"_a, "scale"_a, "window"_a = 0, nb::kw_only(),

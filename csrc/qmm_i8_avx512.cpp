@@ -1,17 +1,32 @@
-// Quantized matmul with int8 activations on AVX-512 VNNI (opt-in).
+// Quantized matmul with int8 activations on AVX-512 VNNI (vpdpbusd).
 //
-// The same math as qmm_i8_avx2.cpp (see there and qmm_i8_prepare.h), with
-// vpdpbusd doing the int8 dot products on two 32-element blocks per 512-bit
-// register: lanes 0-7 take even blocks and lanes 8-15 odd ones, each summing
-// fmadd(float(int32 dot), scales[n, g] * d[m, block], acc) in increasing k.
-// When the block count is odd, the last block fills lanes 0-7 alone. Rows
-// stay bit-identical whatever the batch; results differ from the AVX2
-// variant in rounding, because the lanes split the blocks differently.
+// prepare() rounds each 32-element block of every x row to int8 with its own
+// scale d = max|x| / 127 (the same rounding as the AVX2 variant) and stores
+// the row in chunks of four blocks laid out to match the weights' registers.
+// For every chunk of four blocks and every column, the kernel builds two
+// registers of 64 unsigned weight bytes in which 32-bit lane l holds four
+// weights of block l / 4:
+//   4-bit weights: the 64 packed bytes of the chunk, low nibbles in one
+//     register (elements 0, 2, ..., 30 of each block) and high nibbles in
+//     the other (elements 1, 3, ..., 31);
+//   8-bit weights: the 128 bytes of the chunk, the first 16 of each block in
+//     one register and the last 16 in the other.
+// Two vpdpbusd per row give each lane an exact int32 dot product, and
+//   acc += float(dot) * d[block] * scale[column, group]
+// adds it in float32. The biases come in as sum_g bias[column, g] * (sum of
+// x over group g), from x in float32. A row's lanes are summed with a fixed
+// tree. Per 128 weights and row that is five instructions, against 17 for the
+// 4-bit bfloat16 tile at one row, so decoding stays memory-bound.
 //
+// Every operation depends only on the row and the column, in a fixed order,
+// so rows are bit-identical whatever the row count and their position.
+// Results differ from the AVX2 int8 variant in rounding (other lane split).
 // Other bit widths run the AVX-512 float32 kernel.
 #include "avx512_intrinsics.h"
 
 #include <cstdint>
+#include <cstring>
+#include <utility>
 
 #include "avx512_sum_lanes.h"
 #include "qmm_problem.h"
@@ -19,150 +34,283 @@
 namespace draftwise {
 namespace {
 
-constexpr int kRows = 4;     // rows per register tile
-constexpr int kColumns = 4;  // columns per register tile
+constexpr int kBlock = 32;
+constexpr int kChunkBlocks = 4;
+constexpr int kChunk = kBlock * kChunkBlocks;  // weights per chunk
+constexpr int kMaxRows = 9;                    // rows per register tile
 
-#include "qmm_i8_prepare.h"
-
-// Two consecutive blocks' 32 weight bytes as 64 unsigned bytes: block 0's
-// low nibbles, block 0's high nibbles, then the same for block 1.
-__m512i unpack_pair(const uint8_t* blocks) {
-  const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks));
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  const __m256i low = _mm256_and_si256(bytes, mask);
-  const __m256i high = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-  // [b0 low, b1 low, b0 high, b1 high] -> [b0 low, b0 high, b1 low, b1 high]
-  const __m512i joined = _mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1);
-  return _mm512_shuffle_i32x4(joined, joined, _MM_SHUFFLE(3, 1, 2, 0));
+template <int N, class F>
+inline void static_for(F&& body) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (body(std::integral_constant<int, I>{}), ...);
+  }(std::make_integer_sequence<int, N>{});
 }
 
-// One block's 16 weight bytes as [low nibbles, high nibbles, zeros].
-__m512i unpack_single(const uint8_t* block) {
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  const __m128i low = _mm_and_si128(bytes, mask);
-  const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-  return _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set_m128i(high, low), 0);
+bool i8_bits(int bits) { return bits == 4 || bits == 8; }
+
+// Layout of QmmProblem::prepared, per row m (all sizes padded to whole chunks
+// and to 16 groups, the padding zero):
+//   int8 x[m][chunks][128]: per chunk, the 64 bytes that meet the first
+//     weight register, then the 64 that meet the second;
+//   float d[m][chunks][16]: lane l holds d of block l / 4 of the chunk;
+//   float group_sum[m][groups rounded up to 16].
+struct Prepared {
+  const int8_t* x;
+  const float* d;
+  const float* group_sum;
+  int64_t chunks;
+  int64_t padded_groups;
+};
+
+int64_t chunks_of(const QmmProblem& p) { return (p.k / kBlock + kChunkBlocks - 1) / kChunkBlocks; }
+
+int64_t padded_groups_of(const QmmProblem& p) { return (p.k / p.group_size + 15) / 16 * 16; }
+
+size_t x_bytes(const QmmProblem& p) { return static_cast<size_t>(p.m * chunks_of(p) * kChunk); }
+
+size_t d_bytes(const QmmProblem& p) {
+  return static_cast<size_t>(p.m * chunks_of(p) * 16) * sizeof(float);
 }
 
-__m512 pair_of(float even, float odd) {
-  return _mm512_insertf32x8(_mm512_set1_ps(even), _mm256_set1_ps(odd), 1);
+Prepared view_of(const QmmProblem& p, const void* prepared) {
+  const auto* base = static_cast<const uint8_t*>(prepared);
+  return {reinterpret_cast<const int8_t*>(base), reinterpret_cast<const float*>(base + x_bytes(p)),
+          reinterpret_cast<const float*>(base + x_bytes(p) + d_bytes(p)), chunks_of(p),
+          padded_groups_of(p)};
 }
 
-template <int MR, int NR>
-void i8_tile(const QmmProblem& p, const PreparedView& prepared, int64_t m0, int64_t n0) {
-  const int64_t groups = p.k / p.group_size;
+size_t i8_prepared_bytes(const QmmProblem& p) {
+  if (!i8_bits(p.bits)) {
+    return 0;
+  }
+  return x_bytes(p) + d_bytes(p) +
+         static_cast<size_t>(p.m * padded_groups_of(p)) * sizeof(float);
+}
+
+// Where element i (0..31) of block j (0..3) of a chunk goes in its 128 bytes.
+int slot_of(int bits, int j, int i) {
+  if (bits == 4) {
+    return (i % 2) * 64 + j * 16 + i / 2;
+  }
+  return (i / 16) * 64 + j * 16 + i % 16;
+}
+
+void i8_prepare(const QmmProblem& p, void* prepared) {
+  std::memset(prepared, 0, i8_prepared_bytes(p));
+  auto* base = static_cast<uint8_t*>(prepared);
+  auto* x_out = reinterpret_cast<int8_t*>(base);
+  auto* d_out = reinterpret_cast<float*>(base + x_bytes(p));
+  auto* sum_out = reinterpret_cast<float*>(base + x_bytes(p) + d_bytes(p));
+  const Prepared view = view_of(p, prepared);
   const int64_t blocks = p.k / kBlock;
-  const int64_t blocks_per_group = p.group_size / kBlock;
-  const int64_t row_bytes = p.k / 2;
-  const uint8_t* rows[NR];
-  const float* scales[NR];
-  for (int c = 0; c < NR; ++c) {
-    rows[c] = reinterpret_cast<const uint8_t*>(p.weight) + (n0 + c) * row_bytes;
-    scales[c] = p.scales + (n0 + c) * groups;
-  }
-  __m512 acc[MR][NR];
-  for (int r = 0; r < MR; ++r) {
-    for (int c = 0; c < NR; ++c) {
-      acc[r][c] = _mm512_setzero_ps();
-    }
-  }
-
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) {
-    __m512i w[NR];
-    __m512 scale[NR];
-    for (int c = 0; c < NR; ++c) {
-      w[c] = unpack_pair(rows[c] + b * (kBlock / 2));
-      scale[c] = pair_of(scales[c][b / blocks_per_group], scales[c][(b + 1) / blocks_per_group]);
-    }
-    for (int r = 0; r < MR; ++r) {
-      const int8_t* x = prepared.x_int8 + (m0 + r) * p.k + b * kBlock;
-      const float* d = prepared.block_scale + (m0 + r) * blocks + b;
-      const __m512i xv = _mm512_loadu_si512(x);
-      const __m512 dv = pair_of(d[0], d[1]);
-      for (int c = 0; c < NR; ++c) {
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[c], xv);
-        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale[c], dv), acc[r][c]);
+  const int64_t groups = p.k / p.group_size;
+  for (int64_t m = 0; m < p.m; ++m) {
+    const float* x = p.x + m * p.k;
+    int8_t* row = x_out + m * view.chunks * kChunk;
+    float* d_row = d_out + m * view.chunks * 16;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* src = x + b * kBlock;
+      float amax = 0.0f;
+      for (int i = 0; i < kBlock; ++i) {
+        amax = __builtin_fmaxf(amax, __builtin_fabsf(src[i]));
+      }
+      const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+      const int64_t chunk = b / kChunkBlocks;
+      const int j = static_cast<int>(b % kChunkBlocks);
+      int8_t* dst = row + chunk * kChunk;
+      for (int i = 0; i < kBlock; ++i) {
+        dst[slot_of(p.bits, j, i)] = static_cast<int8_t>(__builtin_nearbyintf(src[i] * inverse));
+      }
+      for (int lane = 0; lane < 4; ++lane) {
+        d_row[chunk * 16 + j * 4 + lane] = amax / 127.0f;
       }
     }
-  }
-  if (b < blocks) {
-    // Lanes 8-15 get a zero dot product, so they add zero.
-    for (int c = 0; c < NR; ++c) {
-      const __m512i w = unpack_single(rows[c] + b * (kBlock / 2));
-      const __m512 scale = _mm512_set1_ps(scales[c][b / blocks_per_group]);
-      for (int r = 0; r < MR; ++r) {
-        const int8_t* x = prepared.x_int8 + (m0 + r) * p.k + b * kBlock;
-        const __m512i xv = _mm512_inserti64x4(
-            _mm512_setzero_si512(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)), 0);
-        const __m512 dv = _mm512_set1_ps(prepared.block_scale[(m0 + r) * blocks + b]);
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv);
-        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, dv), acc[r][c]);
+    for (int64_t g = 0; g < groups; ++g) {
+      float sum = 0.0f;
+      for (int64_t i = g * p.group_size; i < (g + 1) * p.group_size; ++i) {
+        sum += x[i];
       }
-    }
-  }
-
-  for (int r = 0; r < MR; ++r) {
-    const float* group_sum = prepared.group_sum + (m0 + r) * groups;
-    for (int c = 0; c < NR; ++c) {
-      const float* bias = p.biases + (n0 + c) * groups;
-      float bias_term = 0.0f;
-      for (int64_t g = 0; g < groups; ++g) {
-        bias_term += bias[g] * group_sum[g];
-      }
-      p.out[(m0 + r) * p.n + n0 + c] = sum_lanes(acc[r][c]) + bias_term;
+      sum_out[m * view.padded_groups + g] = sum;
     }
   }
 }
 
-template <int MR>
-void i8_rows(const QmmProblem& p, const PreparedView& prepared, int64_t m0, int64_t n_begin,
-             int64_t n_end) {
-  int64_t n0 = n_begin;
-  for (; n0 + kColumns <= n_end; n0 += kColumns) {
-    i8_tile<MR, kColumns>(p, prepared, m0, n0);
+// The two weight registers of one column's chunk (see the file comment).
+template <int BITS>
+inline void chunk_weights(const uint8_t* chunk, __m512i& first, __m512i& second) {
+  if constexpr (BITS == 4) {
+    const __m512i bytes = _mm512_loadu_si512(chunk);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    first = _mm512_and_si512(bytes, low4);
+    second = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low4);
+  } else {
+    const __m512i a = _mm512_loadu_si512(chunk);
+    const __m512i b = _mm512_loadu_si512(chunk + 64);
+    first = _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    second = _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1));
   }
-  for (; n0 < n_end; ++n0) {
-    i8_tile<MR, 1>(p, prepared, m0, n0);
+}
+
+// Lane l: the scale of block l / 4 of the chunk, from `scales` at the
+// chunk's first group (GB blocks per group).
+template <int GB>
+inline __m512 chunk_scales(const float* scales) {
+  if constexpr (GB == 1) {
+    const __m512 four = _mm512_castps128_ps512(_mm_loadu_ps(scales));
+    const __m512i index = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    return _mm512_permutexvar_ps(index, four);
+  } else if constexpr (GB == 2) {
+    const __m512 two = _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales))));
+    const __m512i index = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    return _mm512_permutexvar_ps(index, two);
+  } else {
+    return _mm512_set1_ps(*scales);
   }
+}
+
+// Column n of rows [m0, m0 + MR), GB blocks per group.
+//
+// One column at a time: the weights, scales and biases are then each read
+// in increasing address order, which the hardware prefetchers follow at
+// close to full memory bandwidth (about 31 GB/s on the 2-core Zen 4 machine
+// of docs/benchmarks.md). Tiles of several columns interleave several
+// short streams and reached 21-24 GB/s there.
+template <int BITS, int GB, int MR>
+void i8_column(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n) {
+  constexpr int kChunkBytes = kChunk * BITS / 8;
+  const int64_t blocks = p.k / kBlock;
+  const int64_t full_chunks = blocks / kChunkBlocks;
+  const int64_t groups = p.k / p.group_size;
+  const uint8_t* weights = reinterpret_cast<const uint8_t*>(p.weight) + n * (p.k * BITS / 8);
+  const float* scales = p.scales + n * groups;
+  const int8_t* x = prepared.x + m0 * prepared.chunks * kChunk;
+  const float* d = prepared.d + m0 * prepared.chunks * 16;
+
+  __m512 acc[MR];
+  for (int r = 0; r < MR; ++r) {
+    acc[r] = _mm512_setzero_ps();
+  }
+  auto step = [&](int64_t chunk, __m512i first, __m512i second, __m512 scale) {
+    for (int r = 0; r < MR; ++r) {
+      const int8_t* xr = x + (r * prepared.chunks + chunk) * kChunk;
+      __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), first, _mm512_loadu_si512(xr));
+      dot = _mm512_dpbusd_epi32(dot, second, _mm512_loadu_si512(xr + 64));
+      const __m512 dv = _mm512_loadu_ps(d + (r * prepared.chunks + chunk) * 16);
+      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), dv), scale, acc[r]);
+    }
+  };
+
+  for (int64_t chunk = 0; chunk < full_chunks; ++chunk) {
+    __m512i first;
+    __m512i second;
+    chunk_weights<BITS>(weights + chunk * kChunkBytes, first, second);
+    step(chunk, first, second, chunk_scales<GB>(scales + chunk * kChunkBlocks / GB));
+  }
+  if (full_chunks * kChunkBlocks < blocks) {
+    // The last, partial chunk: its weights and scales copied next to zeros,
+    // then the same instructions as a full chunk.
+    alignas(64) uint8_t bytes[kChunkBytes] = {};
+    std::memcpy(bytes, weights + full_chunks * kChunkBytes,
+                static_cast<size_t>((blocks - full_chunks * kChunkBlocks) * kBlock * BITS / 8));
+    float block_scales[kChunkBlocks] = {};
+    const int64_t first_group = full_chunks * kChunkBlocks / GB;
+    for (int64_t g = first_group; g < groups; ++g) {
+      block_scales[g - first_group] = scales[g];
+    }
+    __m512i first;
+    __m512i second;
+    chunk_weights<BITS>(bytes, first, second);
+    step(full_chunks, first, second, chunk_scales<GB>(block_scales));
+  }
+
+  // Biases: sum over groups of bias * group sum of x, 16 groups per step.
+  const float* bias = p.biases + n * groups;
+  for (int r = 0; r < MR; ++r) {
+    const float* group_sum = prepared.group_sum + (m0 + r) * prepared.padded_groups;
+    __m512 terms = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + 16 <= groups; g += 16) {
+      terms = _mm512_fmadd_ps(_mm512_loadu_ps(bias + g), _mm512_loadu_ps(group_sum + g), terms);
+    }
+    if (g < groups) {
+      alignas(64) float last[16] = {};
+      std::memcpy(last, bias + g, static_cast<size_t>(groups - g) * sizeof(float));
+      terms = _mm512_fmadd_ps(_mm512_load_ps(last), _mm512_loadu_ps(group_sum + g), terms);
+    }
+    p.out[(m0 + r) * p.n + n] = sum_lanes(_mm512_add_ps(acc[r], terms));
+  }
+}
+
+template <int BITS, int GB, int MR>
+void i8_columns(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n_begin,
+                int64_t n_end) {
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    i8_column<BITS, GB, MR>(p, prepared, m0, n);
+  }
+}
+
+template <int BITS, int MR>
+void i8_groups(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n_begin,
+               int64_t n_end) {
+  switch (p.group_size / kBlock) {
+    case 1:
+      i8_columns<BITS, 1, MR>(p, prepared, m0, n_begin, n_end);
+      break;
+    case 2:
+      i8_columns<BITS, 2, MR>(p, prepared, m0, n_begin, n_end);
+      break;
+    default:
+      i8_columns<BITS, 4, MR>(p, prepared, m0, n_begin, n_end);
+      break;
+  }
+}
+
+// Rows [m0, m0 + rows) with 1 <= rows <= kMaxRows.
+void i8_row_tile(const QmmProblem& p, const Prepared& prepared, int64_t m0, int rows,
+                 int64_t n_begin, int64_t n_end) {
+  static_for<kMaxRows + 1>([&](auto count) {
+    if (count != 0 && rows == count) {
+      if (p.bits == 4) {
+        i8_groups<4, count>(p, prepared, m0, n_begin, n_end);
+      } else {
+        i8_groups<8, count>(p, prepared, m0, n_begin, n_end);
+      }
+    }
+  });
 }
 
 int64_t i8_column_chunk(const QmmProblem& p) {
-  return p.bits == 4 ? 32 : kAvx512F32.column_chunk(p);
+  return i8_bits(p.bits) ? 32 : kAvx512F32.column_chunk(p);
 }
 
 size_t i8_scratch_floats(const QmmProblem& p) {
-  return p.bits == 4 ? 0 : kAvx512F32.scratch_floats(p);
+  return i8_bits(p.bits) ? 0 : kAvx512F32.scratch_floats(p);
 }
 
 void i8_run(const QmmProblem& p, int64_t n_begin, int64_t n_end, float* scratch) {
-  if (p.bits != 4) {
+  if (!i8_bits(p.bits)) {
     kAvx512F32.run(p, n_begin, n_end, scratch);
     return;
   }
-  const PreparedView prepared = view_of(p, p.prepared);
-  int64_t m0 = 0;
-  for (; m0 + kRows <= p.m; m0 += kRows) {
-    i8_rows<kRows>(p, prepared, m0, n_begin, n_end);
+  const Prepared prepared = view_of(p, p.prepared);
+  // Up to 9 rows in one register tile; more rows in tiles of 8, the rest last.
+  if (p.m <= kMaxRows) {
+    i8_row_tile(p, prepared, 0, static_cast<int>(p.m), n_begin, n_end);
+    return;
   }
-  switch (p.m - m0) {
-    case 3: i8_rows<3>(p, prepared, m0, n_begin, n_end); break;
-    case 2: i8_rows<2>(p, prepared, m0, n_begin, n_end); break;
-    case 1: i8_rows<1>(p, prepared, m0, n_begin, n_end); break;
-    default: break;
+  int64_t m0 = 0;
+  for (; m0 + 8 <= p.m; m0 += 8) {
+    i8_row_tile(p, prepared, m0, 8, n_begin, n_end);
+  }
+  if (m0 < p.m) {
+    i8_row_tile(p, prepared, m0, static_cast<int>(p.m - m0), n_begin, n_end);
   }
 }
 
 }  // namespace
 
 extern const KernelVariant kAvx512I8 = {
-    "avx512_i8",
-    i8_column_chunk,
-    i8_scratch_floats,
-    i8_run,
-    i8_prepared_bytes,
-    i8_prepare,
+    "avx512_i8", i8_column_chunk, i8_scratch_floats, i8_run, i8_prepared_bytes, i8_prepare,
 };
 
 }  // namespace draftwise

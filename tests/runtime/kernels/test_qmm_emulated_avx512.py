@@ -65,7 +65,7 @@ def test_emulated_avx512_int8_matches_simulated_math(emulated: ModuleType, group
     from test_qmm_int8 import simulated_int8
 
     rng = np.random.default_rng(group_size)
-    # Odd and even block counts: the last block of an odd count runs alone.
+    # Block counts that fill chunks of four blocks and ones that leave a tail.
     for n, groups in [(1, 1), (7, 3), (37, 2), (9, 5)]:
         w = make_weight(rng, n, groups * group_size, 4, group_size)
         x = rng.standard_normal((30, groups * group_size)).astype(np.float32)
@@ -85,7 +85,7 @@ def test_emulated_avx512_int8_matches_simulated_math(emulated: ModuleType, group
 
         full = run(x)
         bound = 1e-5 * (np.abs(x) @ np.abs(np.array(w.dequantize())).T) + 1e-5
-        assert (np.abs(full - simulated_int8(x, w)) <= bound).all()
+        assert (np.abs(full - simulated_int8(x, w, "avx512")) <= bound).all()
         for m in (1, 2, 3, 4, 5, 7):
             np.testing.assert_array_equal(run(x[11 : 11 + m]), full[11 : 11 + m])
         order = rng.permutation(30)
