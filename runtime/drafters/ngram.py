@@ -56,7 +56,7 @@ class NgramIndex:
 class NgramDrafter:
     """A `Drafter` over the committed tokens: deterministic proposals, q one-hot."""
 
-    def __init__(self, min_n: int = 2, max_n: int = 5) -> None:
+    def __init__(self, min_n: int = 2, max_n: int = 8) -> None:
         self.name = "ngram"
         self.index = NgramIndex(min_n, max_n)
 
