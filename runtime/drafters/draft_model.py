@@ -45,6 +45,11 @@ class DraftModelDrafter:
             self.cache = self.model.make_cache(max_rollback=self.max_draft + 2)
         self._pending = [prompt_ids[-1]]
 
+    @property
+    def backlog(self) -> int:
+        """Return how many committed tokens the next draft must feed the model first."""
+        return len(self._pending)
+
     def extend_pending(self, token_id: int) -> None:
         """Append a committed token that the runner obtained without this drafter."""
         self._pending.append(token_id)
