@@ -34,14 +34,15 @@ COMBINED = "ngram+draft_model"
 SHARED_MIN_ACCEPTANCE = 0.8
 
 
-# The draft model only drafts while it lags the committed text by at most
-# this many tokens. A round that lets it draft first feeds it every token
-# committed while it sat out, and after a long stretch of plain decoding
-# that catch-up is a prefill costing many draft steps: on the first 10
-# workload prompts with int8 math, probes after plain stretches took auto
-# speculation to 0.86x of plain decoding on polyglot. Once it lags further,
-# the n-gram drafter still probes, and the draft model sits out the rest of
-# the request.
+# Once the draft model has drafted in a request, it only drafts again while
+# it lags the committed text by at most this many tokens. A round that lets
+# it draft first feeds it every token committed while it sat out, and after
+# a long stretch of plain decoding that catch-up is a prefill costing many
+# draft steps: on the first 10 workload prompts with int8 math, probes after
+# plain stretches took auto speculation to 0.86x of plain decoding on
+# polyglot. Once it lags further, the n-gram drafter still probes, and the
+# draft model sits out the rest of the request. Until its first draft (a
+# session that shared every pass so far, for example) it may catch up once.
 MAX_DRAFT_MODEL_BACKLOG = 8
 
 
@@ -68,12 +69,14 @@ class AdaptiveDrafter:
         if self.ngram is not None and self.draft_model is not None:
             self.options[COMBINED] = _Option(None, DraftLengthTuner(max_draft=max_draft))
         self.active: str | None = None
+        self.draft_model_tried = False  # whether the draft model drafted in this request
         self.tuner = AdaptiveTuner(self, max_draft)
 
     def _drafters(self) -> list[tuple[str, Drafter]]:
         return [(name, o.drafter) for name, o in self.options.items() if o.drafter is not None]
 
     def start(self, prompt_ids: Sequence[int], prefiller: Any) -> None:
+        self.draft_model_tried = False
         for _, drafter in self._drafters():
             drafter.start(prompt_ids, prefiller)
 
@@ -82,7 +85,7 @@ class AdaptiveDrafter:
         uses_model = name == COMBINED or isinstance(self.options[name].drafter, DraftModelDrafter)
         if uses_model:
             assert self.draft_model is not None
-            if self.draft_model.backlog > MAX_DRAFT_MODEL_BACKLOG:
+            if self.draft_model_tried and self.draft_model.backlog > MAX_DRAFT_MODEL_BACKLOG:
                 return 0
         if name == COMBINED:
             # Only worth it when a match exists but ends before the draft length.
@@ -115,6 +118,8 @@ class AdaptiveDrafter:
         return proposal
 
     def commit(self, num_accepted: int, committed_ids: Sequence[int]) -> None:
+        if self.draft_model is not None and self.active in (COMBINED, self.draft_model.name):
+            self.draft_model_tried = True
         for name, drafter in self._drafters():
             drafted = name == self.active or (
                 self.active == COMBINED and drafter is self.draft_model

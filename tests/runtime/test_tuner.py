@@ -145,37 +145,53 @@ def test_shared_pass_ngram_needs_high_acceptance():
     assert drafter.active == "ngram"
 
 
-def test_draft_model_sits_out_once_it_lags_behind():
+def _lagging_draft_model(drafted_first: bool):
+    """An adaptive drafter whose draft model lags more than the backlog limit."""
     from fakes import tiny_model
 
-    from draftwise.runtime.drafters.adaptive import (
-        COMBINED,
-        MAX_DRAFT_MODEL_BACKLOG,
-        AdaptiveDrafter,
-    )
+    from draftwise.runtime.drafters.adaptive import MAX_DRAFT_MODEL_BACKLOG, AdaptiveDrafter
     from draftwise.runtime.drafters.draft_model import DraftModelDrafter
     from draftwise.runtime.drafters.ngram import NgramDrafter
     from draftwise.runtime.generate import fresh_prefill
     from draftwise.runtime.sampling import SamplingParams
 
-    ngram = NgramDrafter(min_n=1)
     model = DraftModelDrafter(tiny_model(seed=0))
-    drafter = AdaptiveDrafter([ngram, model])
+    drafter = AdaptiveDrafter([NgramDrafter(min_n=1), model])
     drafter.start([1, 2, 3], fresh_prefill)
     tuner = drafter.tuner
+    token = 10
+    if drafted_first:
+        # Alone, the prior favours drafting with the draft model.
+        k = tuner.choose(8)
+        assert k > 0 and drafter.active == "draft_model"
+        drafter.propose(k, SamplingParams(), None)
+        drafter.commit(0, [token])
+        tuner.record(k, 0, 0.3)
+        token += 1
     assert drafter.available("draft_model", 8) == 8
     # Plain rounds: every committed token waits in the draft model's backlog.
-    token = 10
     while model.backlog <= MAX_DRAFT_MODEL_BACKLOG:
         drafter.active = None
         drafter.propose(0, SamplingParams(), None)
         drafter.commit(0, [token])
         tuner.record(0, 0, 0.1)
         token += 1
+    return drafter
+
+
+def test_draft_model_sits_out_once_it_lags_behind():
+    from draftwise.runtime.drafters.adaptive import COMBINED
+
+    drafter = _lagging_draft_model(drafted_first=True)
     assert drafter.available("draft_model", 8) == 0
     assert drafter.available(COMBINED, 8) == 0
     # However long plain decoding runs, probes never pick the lagging model.
     for _ in range(300):
-        tuner.choose(8)
+        drafter.tuner.choose(8)
         assert drafter.active not in ("draft_model", COMBINED)
-        tuner.record(0, 0, 0.1)
+        drafter.tuner.record(0, 0, 0.1)
+
+
+def test_draft_model_that_never_drafted_may_catch_up_once():
+    drafter = _lagging_draft_model(drafted_first=False)
+    assert drafter.available("draft_model", 8) == 8
