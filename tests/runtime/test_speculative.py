@@ -32,8 +32,15 @@ class ForcedTuner(DraftLengthTuner):
 
 @pytest.fixture(scope="module")
 def target():
-    # Seed 1 runs 64 varied tokens without emitting EOS from this prompt.
-    return tiny_model(seed=1)
+    # The first seed whose greedy output from PROMPT runs 64 tokens without
+    # EOS and whose 4th token is new (see test_eos_inside_accepted_run_stops_there).
+    # Which seed that is depends on the kernel arithmetic of the machine.
+    for seed in range(1, 40):
+        model = tiny_model(seed=seed)
+        reference = plain_tokens(model, GenerationParams(max_tokens=64))
+        if EOS_ID not in reference and reference[3] not in reference[:3]:
+            return model
+    raise AssertionError("no tiny model seed in 1..39 runs 64 tokens from PROMPT without EOS")
 
 
 def plain_tokens(model, params, prompt=PROMPT, tokenizer=TOKENIZER):
@@ -81,7 +88,7 @@ def test_greedy_draft_model_matches_plain(target, k):
 def test_greedy_auto_tuner_with_draft_model_matches_plain(target):
     params = GenerationParams(max_tokens=64)
     reference = plain_tokens(target, params)
-    drafter = DraftModelDrafter(tiny_model(seed=1))  # the target itself: always right
+    drafter = DraftModelDrafter(target)  # the target itself: always right
     stats = SpeculationStats()
     assert spec_tokens(target, drafter, DraftLengthTuner(), params, stats=stats) == reference
     assert stats.num_accepted == stats.num_drafted
@@ -277,12 +284,14 @@ def test_rollback_shortfall_turns_speculation_off(target):
 def test_greedy_ngram_drafter_matches_plain(target, k):
     from draftwise.runtime.drafters.ngram import NgramDrafter
 
-    # A prompt that repeats itself gives the n-gram drafter matches to copy.
+    # A prompt that repeats itself, and matches of one token: the n-gram
+    # drafter finds something to copy whatever the random model generates.
     prompt = TOKENIZER.encode("x = 1\ny = 2\nx = 1\ny = 2\nx = 1\n")
     params = GenerationParams(max_tokens=40)
     reference = plain_tokens(target, params, prompt=prompt)
     stats = SpeculationStats()
-    tokens = spec_tokens(target, NgramDrafter(), DraftLengthTuner(fixed=k), params, prompt, stats)
+    drafter = NgramDrafter(min_n=1)
+    tokens = spec_tokens(target, drafter, DraftLengthTuner(fixed=k), params, prompt, stats)
     assert tokens == reference
     assert stats.num_drafted > 0
 
@@ -290,7 +299,7 @@ def test_greedy_ngram_drafter_matches_plain(target, k):
 def test_greedy_draft_with_limited_head_matches_plain(target):
     params = GenerationParams(max_tokens=40)
     reference = plain_tokens(target, params)
-    draft = tiny_model(seed=1)  # the target's weights: right whenever the token is in the head
+    draft = target  # the target itself: right whenever the token is in the head
     drafter = DraftModelDrafter(draft, head_rows=48)
     stats = SpeculationStats()
     assert spec_tokens(target, drafter, DraftLengthTuner(fixed=4), params, stats=stats) == reference

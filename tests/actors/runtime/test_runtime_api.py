@@ -88,7 +88,8 @@ async def test_runtime_without_stream_sends_one_chunk():
         )
     assert len(chunks) == 1
     assert chunks[0].token_ids == solo_ids(models["tiny"], PROMPTS[1], 20)
-    assert done.usage.completion_tokens == 20
+    # 20 tokens, or fewer where the random model emits EOS first.
+    assert done.usage.completion_tokens == len(chunks[0].token_ids) > 0
 
 
 async def test_runtime_health_answered_during_long_prefill():

@@ -54,7 +54,10 @@ async def test_runtime_concurrent_sessions_match_solo(speculation):
     # The runs overlapped: some session's consecutive steps had another's in between.
     sessions = [entry[0] for entry in history]
     assert len(set(sessions[:16])) > 1
-    if speculation != "off":
+    # With a fixed draft length every round drafts. Sharing passes, auto only
+    # drafts n-gram probes (see adaptive.py), which depend on what the random
+    # model happens to repeat, so only its output is checked.
+    if speculation == 3:
         assert any(done.speculation.num_accepted > 0 for _, done in results.values())
 
 
