@@ -52,6 +52,15 @@ not depend on the row count. Raises ValueError naming any invalid argument.)");
       "default_isa", [] { return draftwise::isa_of(draftwise::default_variant()); },
       "Return the ISA used when none is named, chosen once by CPU feature.");
   m.def(
+      "variant_name",
+      [](const std::string& isa, const std::string& math) {
+        return std::string(draftwise::variant_for(isa, math).name);
+      },
+      "isa"_a = "", "math"_a = "f32",
+      R"(Return the kernel variant quantized_matmul runs for isa and math, e.g. "avx512_i8".
+
+Raises ValueError when this CPU cannot run that combination.)");
+  m.def(
       "usable_isas",
       [] {
         std::vector<std::string> names;

@@ -24,18 +24,21 @@ log = structlog.get_logger(__name__)
 
 # "off" forces MLX's quantized matmul (tests and benchmarks compare both).
 KERNEL_ENV = "DRAFTWISE_KERNEL"
-# The kernel's arithmetic. "auto" (the default) is "bf16" where the CPU has
-# AVX512_BF16 and "f32" elsewhere.
-# "bf16" rounds activations and 4- and 8-bit weights to bfloat16 and sums
-# the products in float32 (vdpbf16ps). Other widths keep float32 math. On the
-# Zen 4 machine of docs/benchmarks.md it made the linear layers of a 9-row
-# verify pass about 2x faster than "f32", with 100% top-1
-# agreement and identical greedy output on the prompts measured
-# (`draftwise bench accuracy`), so it is the default there.
-# "int8" quantizes activations to int8 per 32-element block for 4- and 8-bit
-# weights on AVX2 (4-bit only on AVX-512 with VNNI). Its logits differ from
-# float32 by about 3% and 1% to 2% of top-1 tokens change, and it gains
-# less than bf16, so it is never the default.
+# The kernel's arithmetic. "auto" (the default) is "int8" where the CPU has
+# AVX-512 with VNNI, "bf16" where it has AVX512_BF16 without VNNI, and "f32"
+# elsewhere.
+# "int8" rounds each 32-element block of the activations to int8 with its own
+# scale and multiplies 4- and 8-bit weights with integer dot products
+# (vpdpbusd), adding each block's product in float32. On the Zen 4 machine of
+# docs/benchmarks.md it decodes about 20% faster than "bf16" (one-row steps
+# are memory-bound there, and its kernel reads the weights in address order)
+# and verifies 9 rows at about the same speed. Its logits differ from float32
+# by 2.7% of their spread (top-1 agreement 99.5%, `draftwise bench accuracy`);
+# llama.cpp rounds activations to 8 bits for these weight formats too.
+# "bf16" rounds activations and 4- and 8-bit weights to bfloat16 and sums the
+# products in float32 (vdpbf16ps): logits within 0.4% of float32's spread and
+# 100% top-1 agreement there, for about 20% slower decoding.
+# Other weight widths keep float32 math in every mode.
 MATH_ENV = "DRAFTWISE_KERNEL_MATH"
 MATH_CHOICES = ("auto", "f32", "bf16", "int8")
 
@@ -66,16 +69,29 @@ def _unavailable_reason() -> str | None:
 def kernel_math() -> str:
     """Return the kernel's arithmetic: "f32", "bf16" or "int8".
 
-    DRAFTWISE_KERNEL_MATH chooses it; unset or "auto" means "bf16" where the
-    CPU supports it and "f32" elsewhere. Raises ValueError for any other
-    value, naming it and the choices.
+    DRAFTWISE_KERNEL_MATH chooses it; unset or "auto" means "int8" where the
+    CPU has AVX-512 VNNI, else "bf16" where it has AVX512_BF16, else "f32".
+    Raises ValueError for any other value, naming it and the choices.
     """
     value = os.environ.get(MATH_ENV, "auto").strip().lower() or "auto"
     if value not in MATH_CHOICES:
         raise ValueError(f"{MATH_ENV}={value!r} is not supported; use one of {MATH_CHOICES}")
     if value == "auto":
+        if _vnni_int8_usable():
+            return "int8"
         return "bf16" if _bf16_usable() else "f32"
     return value
+
+
+@functools.cache
+def _vnni_int8_usable() -> bool:
+    """Return whether math="int8" runs the AVX-512 VNNI kernel on this CPU."""
+    if _EXTENSION is None:
+        return False
+    try:
+        return bool(_EXTENSION.variant_name(math="int8") == "avx512_i8")
+    except ValueError:
+        return False
 
 
 @functools.cache
@@ -103,7 +119,7 @@ def kernel_info() -> dict[str, Any]:
 
     Keys: ``available`` (the C++ kernel is used), ``isa`` (``"avx512"``,
     ``"avx2"``, ``"scalar"``, or ``"mlx"`` for the fallback), ``threads``,
-    ``math`` (``"f32"`` or ``"int8"``), and ``reason`` when the kernel is
+    ``math`` (``"f32"``, ``"bf16"`` or ``"int8"``), and ``reason`` when the kernel is
     not used.
     """
     reason = _unavailable_reason()

@@ -153,8 +153,21 @@ def test_quantized_matmul_rejects_bad_input(
 
 
 def test_auto_math_falls_back_to_float32_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qmm, "_vnni_int8_usable", lambda: False)
     monkeypatch.setattr(qmm, "_bf16_usable", lambda: False)
     monkeypatch.setenv(kernels.MATH_ENV, "auto")
     assert kernels.kernel_math() == "f32"
     monkeypatch.delenv(kernels.MATH_ENV)
     assert kernels.kernel_math() == "f32"
+
+
+def test_auto_math_prefers_int8_then_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(kernels.MATH_ENV, raising=False)
+    monkeypatch.setattr(qmm, "_vnni_int8_usable", lambda: True)
+    monkeypatch.setattr(qmm, "_bf16_usable", lambda: True)
+    assert kernels.kernel_math() == "int8"
+    monkeypatch.setattr(qmm, "_vnni_int8_usable", lambda: False)
+    assert kernels.kernel_math() == "bf16"
+    monkeypatch.setenv(kernels.MATH_ENV, "bf16")
+    monkeypatch.setattr(qmm, "_vnni_int8_usable", lambda: True)
+    assert kernels.kernel_math() == "bf16"
