@@ -36,9 +36,9 @@ SHARED_MIN_ACCEPTANCE = 0.8
 
 # Once the draft model has drafted in a request, it only drafts again while
 # it lags the committed text by at most this many tokens. A round that lets
-# it draft first feeds it every token committed while it sat out, and after
-# a long stretch of plain decoding that catch-up is a prefill costing many
-# draft steps: on the first 10 workload prompts with int8 math, probes after
+# it draft first feeds it every token committed while it sat out. After a
+# long stretch of plain decoding that catch-up is a prefill costing many
+# draft steps. On the first 10 workload prompts with int8 math, probes after
 # plain stretches took auto speculation to 0.86x of plain decoding on
 # polyglot. Once it lags further, the n-gram drafter still probes, and the
 # draft model sits out the rest of the request. Until its first draft (a

@@ -17,11 +17,11 @@ import mlx.core as mx
 
 from draftwise.runtime.weights import QuantizedTensor
 
-# With the kernel extension, every call attends row by row, prefill included:
-# a 1,536-token prefill of qwen2.5-coder:1.5b took the same time (30 s) as
-# with one masked matmul per layer, and a prompt then gives the same bits
-# however it is split into prefill chunks, so a session cache extended by a
-# new turn equals a cold prefill. Without the extension, calls with at most
+# With the kernel extension, every call attends row by row, prefill included.
+# A 1,536-token prefill of qwen2.5-coder:1.5b took the same time (30 s) as
+# with one masked matmul per layer. A prompt then gives the same bits however
+# it is split into prefill chunks, so a session cache extended by a new turn
+# equals a cold prefill. Without the extension, calls with at most
 # this many rows still go row by row (MLX ops in a Python loop), and longer
 # ones use the masked matmul, which rounds differently.
 ROW_ATTENTION_MAX_ROWS = 16

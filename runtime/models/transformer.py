@@ -100,7 +100,7 @@ class Transformer:
 
         One kernel call then reads the input rows once and splits its work
         across threads over all output columns, instead of one call per
-        matrix; at one row each call's fixed cost is a large part of its
+        matrix. At one row, each call's fixed cost is a large part of its
         time. Every output column is computed exactly as before (the kernel
         reduces each column on its own), so results do not change. The
         original names stay in ``weights`` as views of the fused arrays, so

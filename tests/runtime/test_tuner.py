@@ -163,7 +163,8 @@ def _lagging_draft_model(drafted_first: bool):
     if drafted_first:
         # Alone, the prior favours drafting with the draft model.
         k = tuner.choose(8)
-        assert k > 0 and drafter.active == "draft_model"
+        assert k > 0
+        assert drafter.active == "draft_model"
         drafter.propose(k, SamplingParams(), None)
         drafter.commit(0, [token])
         tuner.record(k, 0, 0.3)
