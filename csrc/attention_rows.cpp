@@ -4,6 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "isa_clones.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "thread_pool.h"
@@ -83,16 +84,9 @@ struct Problem {
   float scale;
 };
 
-// On x86-64 the compiler builds this function for AVX-512, for AVX2 + FMA
-// and for the baseline ISA, and the loader picks one by CPU once per
-// process. The float operations per row stay the same whatever the row
-// count, so rows remain batch invariant on every CPU.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DRAFTWISE_ISA_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DRAFTWISE_ISA_CLONES
-#endif
+// DRAFTWISE_ISA_CLONES (isa_clones.h) builds the next function for several
+// ISAs. The float operations per row stay the same whatever the row count,
+// so rows remain batch invariant on every CPU.
 
 // Computes out[head, row, :] for the query heads that share key/value head
 // kv: scores over the keys the row attends to, a softmax with each head's

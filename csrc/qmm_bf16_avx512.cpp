@@ -16,10 +16,10 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <utility>
 
 #include "avx512_sum_lanes.h"
 #include "qmm_problem.h"
+#include "static_for.h"
 
 namespace draftwise {
 namespace {
@@ -28,13 +28,6 @@ constexpr int kBlock = 32;
 constexpr int kMaxRows = 9;  // rows per register tile
 // Columns per register tile for each row count: accumulators + weights < 32 registers.
 constexpr int kColumns[kMaxRows + 1] = {0, 8, 6, 5, 4, 3, 3, 3, 2, 2};
-
-template <int N, class F>
-inline void static_for(F&& body) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    (body(std::integral_constant<int, I>{}), ...);
-  }(std::make_integer_sequence<int, N>{});
-}
 
 bool bf16_bits(int bits) { return bits == 4 || bits == 8; }
 

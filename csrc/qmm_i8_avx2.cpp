@@ -28,6 +28,7 @@
 namespace draftwise {
 namespace {
 
+#include "qmm_i8_block.h"
 #include "qmm_i8_avx2_prepare.h"
 
 constexpr int kColumns = 4;     // columns per register tile

@@ -1,7 +1,7 @@
 // Int8 rows of x for the AVX2 int8 kernel (qmm_i8_avx2.cpp).
 //
-// Included inside that unit's anonymous namespace, after <cstdint> and
-// "qmm_problem.h". Every step is exact or a plain IEEE float operation in a
+// Included inside that unit's anonymous namespace, after <cstdint>,
+// "qmm_problem.h" and "qmm_i8_block.h". Every step is exact or a plain IEEE float operation in a
 // fixed order per row, so a row's bytes never depend on the other rows.
 
 constexpr int kBlock = 32;
@@ -65,15 +65,11 @@ PreparedRows prepared_rows(const QmmProblem& p) {
 
 // One block: d = max|x| / 127 and x / d rounded to nearest even.
 void quantize_block(const float* src, bool nibble_order, int8_t* dst, float* scale) {
-  float amax = 0.0f;
-  for (int i = 0; i < kBlock; ++i) {
-    amax = __builtin_fmaxf(amax, __builtin_fabsf(src[i]));
-  }
-  const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
-  *scale = amax / 127.0f;
+  int8_t q[kBlock];
+  *scale = round_block_to_int8(src, q);
   for (int i = 0; i < kBlock; ++i) {
     const int slot = !nibble_order ? i : (i % 2 == 0 ? i / 2 : kBlock / 2 + i / 2);
-    dst[slot] = static_cast<int8_t>(__builtin_nearbyintf(src[i] * inverse));
+    dst[slot] = q[i];
   }
 }
 
@@ -101,14 +97,9 @@ void prepare_rows(const QmmProblem& p, void* prepared) {
       }
     }
     float* sums = group_sum + m * s.sum_stride;
-    for (int64_t g = 0; g < s.sum_stride; ++g) {
-      float sum = 0.0f;
-      if (g < groups) {
-        for (int64_t i = g * p.group_size; i < (g + 1) * p.group_size; ++i) {
-          sum += x[i];
-        }
-      }
-      sums[g] = sum;
+    sum_groups(x, groups, p.group_size, sums);
+    for (int64_t g = groups; g < s.sum_stride; ++g) {
+      sums[g] = 0.0f;
     }
   }
 }

@@ -1,58 +1,54 @@
 // Quantized matmul with int8 activations on AVX-512 VNNI (vpdpbusd).
 //
 // prepare() rounds each 32-element block of every x row to int8 with its own
-// scale d = max|x| / 127 (the same rounding as the AVX2 variant) and stores
-// the row in chunks of four blocks laid out to match the weights' registers.
-// For every chunk of four blocks and every column, the kernel builds two
-// registers of 64 unsigned weight bytes in which 32-bit lane l holds four
-// weights of block l / 4:
-//   4-bit weights: the 64 packed bytes of the chunk, low nibbles in one
-//     register (elements 0, 2, ..., 30 of each block) and high nibbles in
-//     the other (elements 1, 3, ..., 31);
-//   8-bit weights: the 128 bytes of the chunk, the first 16 of each block in
-//     one register and the last 16 in the other.
+// scale d = max|x| / 127, the same rounding as the AVX2 variant. It stores the
+// row in chunks of four blocks, laid out to match the weight registers.
+//
+// For every chunk and every column, the kernel builds two registers of 64
+// unsigned weight bytes in which 32-bit lane l contains four weights of block
+// l / 4. For 4-bit weights they are the chunk's 64 packed bytes, masked to the
+// low nibbles (elements 0, 2, ..., 30 of each block) and shifted to the high
+// ones (elements 1, 3, ..., 31). For 8-bit weights they are the chunk's 128
+// bytes, the first 16 of each block in one register and the last 16 in the
+// other.
+//
 // Two vpdpbusd per row give each lane an exact int32 dot product, and
 //   acc += float(dot) * d[block] * scale[column, group]
-// adds it in float32. The biases come in as sum_g bias[column, g] * (sum of
-// x over group g), from x in float32. A row's lanes are summed with a fixed
-// tree. Per 128 weights and row that is five instructions, against 17 for the
-// 4-bit bfloat16 tile at one row, so decoding stays memory-bound.
+// adds it in float32. The biases come in as sum_g bias[column, g] * (sum of x
+// over group g), from x in float32, and a fixed tree sums the lanes. That is
+// five instructions per 128 weights and row, against about 36 for the 4-bit
+// bfloat16 tile at one row, so one-row decoding stays memory-bound.
 //
 // Every operation depends only on the row and the column, in a fixed order,
 // so rows are bit-identical whatever the row count and their position.
-// Results differ from the AVX2 int8 variant in rounding (other lane split).
-// Other bit widths run the AVX-512 float32 kernel.
+// Results differ from the AVX2 int8 variant in rounding, because the lanes
+// split the blocks differently. Other bit widths run the AVX-512 float32 kernel.
 #include "avx512_intrinsics.h"
 
 #include <cstdint>
 #include <cstring>
-#include <utility>
 
 #include "avx512_sum_lanes.h"
 #include "qmm_problem.h"
+#include "static_for.h"
 
 namespace draftwise {
 namespace {
+
+#include "qmm_i8_block.h"
 
 constexpr int kBlock = 32;
 constexpr int kChunkBlocks = 4;
 constexpr int kChunk = kBlock * kChunkBlocks;  // weights per chunk
 constexpr int kMaxRows = 9;                    // rows per register tile
 
-template <int N, class F>
-inline void static_for(F&& body) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    (body(std::integral_constant<int, I>{}), ...);
-  }(std::make_integer_sequence<int, N>{});
-}
-
 bool i8_bits(int bits) { return bits == 4 || bits == 8; }
 
-// Layout of QmmProblem::prepared, per row m (all sizes padded to whole chunks
-// and to 16 groups, the padding zero):
+// Layout of QmmProblem::prepared, per row m. Sizes are padded to whole chunks
+// and to multiples of 16 groups, and the padding is zero.
 //   int8 x[m][chunks][128]: per chunk, the 64 bytes that meet the first
-//     weight register, then the 64 that meet the second;
-//   float d[m][chunks][16]: lane l holds d of block l / 4 of the chunk;
+//     weight register, then the 64 that meet the second.
+//   float d[m][chunks][16]: lane l contains d of block l / 4 of the chunk.
 //   float group_sum[m][groups rounded up to 16].
 struct Prepared {
   const int8_t* x;
@@ -87,7 +83,7 @@ size_t i8_prepared_bytes(const QmmProblem& p) {
          static_cast<size_t>(p.m * padded_groups_of(p)) * sizeof(float);
 }
 
-// Where element i (0..31) of block j (0..3) of a chunk goes in its 128 bytes.
+// Returns the offset of element i (0..31) of block j (0..3) in its chunk's 128 bytes.
 int slot_of(int bits, int j, int i) {
   if (bits == 4) {
     return (i % 2) * 64 + j * 16 + i / 2;
@@ -109,33 +105,22 @@ void i8_prepare(const QmmProblem& p, void* prepared) {
     int8_t* row = x_out + m * view.chunks * kChunk;
     float* d_row = d_out + m * view.chunks * 16;
     for (int64_t b = 0; b < blocks; ++b) {
-      const float* src = x + b * kBlock;
-      float amax = 0.0f;
-      for (int i = 0; i < kBlock; ++i) {
-        amax = __builtin_fmaxf(amax, __builtin_fabsf(src[i]));
-      }
-      const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+      int8_t q[kBlock];
+      const float d = round_block_to_int8(x + b * kBlock, q);
       const int64_t chunk = b / kChunkBlocks;
       const int j = static_cast<int>(b % kChunkBlocks);
-      int8_t* dst = row + chunk * kChunk;
       for (int i = 0; i < kBlock; ++i) {
-        dst[slot_of(p.bits, j, i)] = static_cast<int8_t>(__builtin_nearbyintf(src[i] * inverse));
+        row[chunk * kChunk + slot_of(p.bits, j, i)] = q[i];
       }
       for (int lane = 0; lane < 4; ++lane) {
-        d_row[chunk * 16 + j * 4 + lane] = amax / 127.0f;
+        d_row[chunk * 16 + j * 4 + lane] = d;
       }
     }
-    for (int64_t g = 0; g < groups; ++g) {
-      float sum = 0.0f;
-      for (int64_t i = g * p.group_size; i < (g + 1) * p.group_size; ++i) {
-        sum += x[i];
-      }
-      sum_out[m * view.padded_groups + g] = sum;
-    }
+    sum_groups(x, groups, p.group_size, sum_out + m * view.padded_groups);
   }
 }
 
-// The two weight registers of one column's chunk (see the file comment).
+// Loads the two weight registers of one column's chunk (see the file comment).
 template <int BITS>
 inline void chunk_weights(const uint8_t* chunk, __m512i& first, __m512i& second) {
   if constexpr (BITS == 4) {
@@ -151,8 +136,8 @@ inline void chunk_weights(const uint8_t* chunk, __m512i& first, __m512i& second)
   }
 }
 
-// Lane l: the scale of block l / 4 of the chunk, from `scales` at the
-// chunk's first group (GB blocks per group).
+// Returns the scales of a chunk's four blocks, block l / 4 in lane l, from
+// `scales` at the chunk's first group (GB blocks per group).
 template <int GB>
 inline __m512 chunk_scales(const float* scales) {
   if constexpr (GB == 1) {
@@ -160,7 +145,8 @@ inline __m512 chunk_scales(const float* scales) {
     const __m512i index = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     return _mm512_permutexvar_ps(index, four);
   } else if constexpr (GB == 2) {
-    const __m512 two = _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales))));
+    const __m128d pair = _mm_load_sd(reinterpret_cast<const double*>(scales));
+    const __m512 two = _mm512_castps128_ps512(_mm_castpd_ps(pair));
     const __m512i index = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     return _mm512_permutexvar_ps(index, two);
   } else {
@@ -168,7 +154,7 @@ inline __m512 chunk_scales(const float* scales) {
   }
 }
 
-// Column n of rows [m0, m0 + MR), GB blocks per group.
+// Computes column n of rows [m0, m0 + MR), GB blocks per group.
 //
 // One column at a time: the weights, scales and biases are then each read
 // in increasing address order, which the hardware prefetchers follow at
@@ -265,7 +251,7 @@ void i8_groups(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_
   }
 }
 
-// Rows [m0, m0 + rows) with 1 <= rows <= kMaxRows.
+// Computes rows [m0, m0 + rows), with 1 <= rows <= kMaxRows, for columns [n_begin, n_end).
 void i8_row_tile(const QmmProblem& p, const Prepared& prepared, int64_t m0, int rows,
                  int64_t n_begin, int64_t n_end) {
   static_for<kMaxRows + 1>([&](auto count) {
@@ -293,7 +279,7 @@ void i8_run(const QmmProblem& p, int64_t n_begin, int64_t n_end, float* scratch)
     return;
   }
   const Prepared prepared = view_of(p, p.prepared);
-  // Up to 9 rows in one register tile; more rows in tiles of 8, the rest last.
+  // Up to 9 rows run as one register tile. More rows run in tiles of 8, the rest last.
   if (p.m <= kMaxRows) {
     i8_row_tile(p, prepared, 0, static_cast<int>(p.m), n_begin, n_end);
     return;

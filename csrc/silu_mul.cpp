@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "isa_clones.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 
@@ -17,18 +18,11 @@ namespace {
   throw std::invalid_argument("silu_mul: " + message);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DRAFTWISE_ISA_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DRAFTWISE_ISA_CLONES
-#endif
-
-// exp(x) for x in [-87, 87] (callers clamp): x = n ln2 + r with |r| <= ln2/2,
-// exp(r) from its Taylor polynomial to degree 7 (relative error below 2e-7),
-// scaled by 2^n through the exponent bits. Plain float and integer
-// operations without branches, so the compiler vectorizes the loop that
-// calls it without changing a bit.
+// Returns exp(x) for x in [-87, 87], which callers clamp to. With x = n ln2 + r
+// and |r| <= ln2/2, exp(r) comes from its Taylor polynomial to degree 7
+// (relative error below 2e-7) and is scaled by 2^n through the exponent bits.
+// It uses plain float and integer operations without branches, so the
+// compiler vectorizes the loop that calls it without changing a bit.
 inline float exp_clamped(float x) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693359375f;  // ln 2 split so that n * kLn2High is exact
@@ -97,8 +91,8 @@ void SiluMul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     const int64_t columns = in.shape(1);
     const float* data = in.data<float>();
     int64_t row_stride = in.strides(0);
-    // Rows may sit apart (a slice of a wider array); elements of a row must
-    // be adjacent, so a column-strided input is gathered first.
+    // Rows may sit apart (a slice of a wider array), but elements of a row
+    // must be adjacent, so a column-strided input is gathered first.
     std::vector<float> dense;
     if (columns > 1 && in.strides(1) != 1) {
       dense.resize(static_cast<size_t>(rows * columns));

@@ -189,9 +189,9 @@ def attention_rows(
 def silu_mul(gate_up: mx.array) -> mx.array | None:
     """Return ``silu(gate) * up`` for ``gate_up = [gate | up]`` from the extension, or None.
 
-    ``gate_up`` is ``[rows, 2 * f]``; the result is ``[rows, f]``. None when
+    ``gate_up`` is ``[rows, 2 * f]``, and the result is ``[rows, f]``. None when
     the extension is not loaded or the input is not 2-D float32 with an even
-    column count; the caller then uses MLX ops.
+    column count. The caller then uses MLX ops.
     """
     if _unavailable_reason() is not None or _EXTENSION is None:
         return None

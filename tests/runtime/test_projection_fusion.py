@@ -30,9 +30,7 @@ def _logits(model: Transformer, tokens: list[int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("architecture", ["qwen2", "llama"])
-def test_fused_projections_compute_the_same_columns(
-    architecture: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fused_projections_same_columns(architecture: str, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tiny_config(architecture)
     fused = _model(tiny_weights(config, seed=3), architecture)
     assert set(fused._fused) == {
@@ -42,6 +40,7 @@ def test_fused_projections_compute_the_same_columns(
         patch.setattr(Transformer, "_fuse", lambda self, key, names: None)
         separate = _model(tiny_weights(config, seed=3), architecture)
     assert separate._fused == {}
+
     x = mx.random.normal((5, config.hidden_size), key=mx.random.key(7))
     for key, names in [
         ("attn_qkv", ("attn_q", "attn_k", "attn_v")),
@@ -50,24 +49,21 @@ def test_fused_projections_compute_the_same_columns(
         for layer in range(config.num_layers):
             weight, bias, _ = fused._fused[f"blk.{layer}.{key}"]
             together = np.array(layers.linear(x, weight, bias))
-            alone = [
-                np.array(
-                    layers.linear(
-                        x,
-                        separate.weights[f"blk.{layer}.{name}.weight"],
-                        separate.weights.get(f"blk.{layer}.{name}.bias"),
-                    )
-                )
-                for name in names
-            ]
+            alone = []
+            for name in names:
+                prefix = f"blk.{layer}.{name}"
+                weight_alone = separate.weights[prefix + ".weight"]
+                bias_alone = separate.weights.get(prefix + ".bias")
+                alone.append(np.array(layers.linear(x, weight_alone, bias_alone)))
             np.testing.assert_array_equal(together, np.concatenate(alone, axis=1))
+
     # The whole model: the same tokens, up to the SiLU of the fused path
     # (the kernel's, or MLX's on column slices), which rounds differently.
     tokens = [5, 17, 3, 40, 22, 9, 61, 2]
-    np.testing.assert_allclose(_logits(fused, tokens), _logits(separate, tokens), rtol=0, atol=0.2)
-    assert np.array_equal(
-        _logits(fused, tokens).argmax(axis=1), _logits(separate, tokens).argmax(axis=1)
-    )
+    fused_logits = _logits(fused, tokens)
+    separate_logits = _logits(separate, tokens)
+    np.testing.assert_allclose(fused_logits, separate_logits, rtol=0, atol=0.2)
+    assert np.array_equal(fused_logits.argmax(axis=1), separate_logits.argmax(axis=1))
 
 
 def test_fused_model_keeps_each_matrix_under_its_name() -> None:

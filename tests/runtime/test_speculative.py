@@ -32,9 +32,10 @@ class ForcedTuner(DraftLengthTuner):
 
 @pytest.fixture(scope="module")
 def target():
-    # The first seed whose greedy output from PROMPT runs 64 tokens without
-    # EOS and whose 4th token is new (see test_eos_inside_accepted_run_stops_there).
-    # Which seed that is depends on the kernel arithmetic of the machine.
+    # The first tiny model whose greedy output from PROMPT runs 64 tokens
+    # without EOS, and whose 4th token differs from the first three (one test
+    # makes that token the end of text). Which seed fits depends on the CPU's
+    # kernel arithmetic.
     for seed in range(1, 40):
         model = tiny_model(seed=seed)
         reference = plain_tokens(model, GenerationParams(max_tokens=64))

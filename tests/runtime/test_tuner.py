@@ -193,6 +193,6 @@ def test_draft_model_sits_out_once_it_lags_behind():
         drafter.tuner.record(0, 0, 0.1)
 
 
-def test_draft_model_that_never_drafted_may_catch_up_once():
+def test_untried_draft_model_catches_up_once():
     drafter = _lagging_draft_model(drafted_first=False)
     assert drafter.available("draft_model", 8) == 8

@@ -73,7 +73,7 @@ def test_silu_mul_rejects_bad_input() -> None:
         _qmm.silu_mul(mx.zeros((2, 5)))
 
 
-def test_silu_gated_uses_mlx_when_the_kernel_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_silu_gated_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(5)
     gate_up = mx.array((rng.standard_normal((3, 16)) * 3).astype(np.float32))
     gate, up = gate_up[:, :8], gate_up[:, 8:]
