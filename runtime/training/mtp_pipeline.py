@@ -5,8 +5,7 @@ result is already there, so rerunning the same command resumes:
 
     OUT/features/          target features (`mtp_features`), one shard per window
     OUT/candidates.npy     the candidate vocabulary
-    OUT/init.safetensors   the starting parameters
-    OUT/checkpoint.*, OUT/progress.json   training state (`mtp_train`)
+        OUT/checkpoint.*, OUT/progress.json   training state (`mtp_train`)
     OUT/drafter.safetensors, OUT/drafter.sha256, OUT/report.json, OUT/loss.png
 """
 
@@ -34,8 +33,8 @@ from draftwise.runtime.training.mtp_init import (
     choose_candidates,
     count_tokens,
     dense,
+    fit_projections,
     parameters_from_target,
-    root_mean_square,
 )
 from draftwise.runtime.training.mtp_train import Trainer, TrainSettings
 
@@ -58,8 +57,7 @@ class PipelineSettings:
     candidates: int = 4096
     intermediate_size: int = 1536
     num_hidden_layers: int = 1
-    logit_scale: float = 0.25
-    branch_scale: float = 0.1
+    ridge: float = 1.0
     workload: Path | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -105,19 +103,11 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
     coverage = candidate_coverage(eval_windows or train_windows, candidate_ids)
     log(f"candidates cover {coverage:.3f} of the target's held-out choices")
 
-    # Weigh the embedding like the hidden state, so the first draft does not
-    # just repeat what the hidden state already predicts (the newest token).
-    gain = root_mean_square([w.hidden for w in train_windows]) / root_mean_square(
-        [w.embeddings for w in train_windows]
-    )
-    log(f"embedding gain {gain:.2f}, logit scale {settings.logit_scale}")
-    params = parameters_from_target(
+    params = fit_projections(
         config,
-        target,
-        settings.train.seed,
-        embedding_gain=gain,
-        logit_scale=settings.logit_scale,
-        branch_scale=settings.branch_scale,
+        parameters_from_target(config, target, settings.train.seed),
+        train_windows,
+        settings.ridge,
     )
     # Positions past the trained steps are measured too: drafting chains on.
     steps = max(settings.train.draft_steps, EVAL_POSITIONS)
@@ -215,7 +205,7 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
         tokens, [entry["loss"] for entry in history], color="tab:blue", alpha=0.5, label="loss"
     )
     axis.set_xlabel("tokens seen (origins)")
-    axis.set_ylabel("cross-entropy over draft steps")
+    axis.set_ylabel("cross-entropy against the target, per draft step")
     evaluated = [entry for entry in history if "eval" in entry]
     if evaluated:
         other = axis.twinx()

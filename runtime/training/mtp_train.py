@@ -2,10 +2,12 @@
 
 For origin ``t`` of a window, draft step ``j`` (1-based) embeds token
 ``t + j``, attends over the target's keys at positions ``0 .. t``, and is
-scored by cross-entropy against the target's own greedy choice after
-position ``t + j`` (self-distillation). Step 1 starts from the target's
-hidden state at ``t``; each further step starts from the previous step's
-state, as in drafting.
+scored against what the target predicts after position ``t + j``
+(self-distillation): the cross-entropy against the target's whole
+distribution over the candidate vocabulary, computed from its stored
+hidden state at ``t + j``. Step 1 starts from the target's hidden state at
+``t``; each further step starts from the previous step's state, as in
+drafting.
 """
 
 from __future__ import annotations
@@ -48,12 +50,18 @@ class TrainSettings:
 def window_loss(
     config: MTPConfig, params: Params, head_rows: mx.array, window: Window, draft_steps: int
 ) -> tuple[mx.array, mx.array]:
-    """Return (mean cross-entropy over scored predictions, number scored)."""
+    """Return (mean distillation loss over scored predictions, number scored).
+
+    The loss of a prediction is the cross-entropy of the drafter's
+    distribution over the candidates against the target's own distribution
+    over them. The target's logits come from its stored hidden state at the
+    input token's position, which is what chose the label, so every
+    candidate's probability is learned from, not only the chosen one.
+    """
     origins = window.length - draft_steps
     mask = origin_mask(origins, window.length)
     state = window.hidden[:origins]
     total = mx.array(0.0)
-    count = mx.array(0.0)
     for step in range(1, draft_steps + 1):
         state, logits = mtp_step(
             config,
@@ -66,13 +74,11 @@ def window_loss(
             step,
             mask,
         )
-        labels = window.labels[step : step + origins]
-        valid = labels >= 0
-        picked = mx.take_along_axis(logits, mx.maximum(labels, 0)[:, None], axis=-1)[:, 0]
-        losses = mx.logsumexp(logits, axis=-1) - picked
-        total = total + mx.sum(mx.where(valid, losses, 0.0))
-        count = count + mx.sum(valid)
-    return total / mx.maximum(count, 1.0), count
+        teacher = mx.softmax(window.hidden[step : step + origins] @ head_rows.T, axis=-1)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        total = total - mx.sum(mx.stop_gradient(teacher) * logprobs)
+    count = origins * draft_steps
+    return total / count, mx.array(float(count))
 
 
 def _schedule(settings: TrainSettings, total_steps: int) -> Callable[[mx.array], mx.array]:

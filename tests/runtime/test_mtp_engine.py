@@ -20,13 +20,13 @@ from draftwise.runtime.drafters.mtp_model import mtp_step, random_parameters
 from draftwise.runtime.engine import Engine
 from draftwise.runtime.errors import GenerationError
 from draftwise.runtime.generate import fresh_prefill
-from draftwise.runtime.training.mtp_batches import load_windows
+from draftwise.runtime.training.mtp_batches import Window, load_windows
 from draftwise.runtime.training.mtp_data import Document
 from draftwise.runtime.training.mtp_eval import evaluate
 from draftwise.runtime.training.mtp_features import extract_features
-from draftwise.runtime.training.mtp_init import parameters_from_target
+from draftwise.runtime.training.mtp_init import fit_projections, parameters_from_target
 from draftwise.runtime.training.mtp_pipeline import dense_rows
-from draftwise.runtime.training.mtp_train import Trainer, TrainSettings
+from draftwise.runtime.training.mtp_train import Trainer, TrainSettings, window_loss
 from draftwise.runtime.weights import QuantizedTensor
 
 
@@ -206,3 +206,87 @@ def test_mtp_pipeline_end_to_end(tmp_path, monkeypatch):
     weights = load_mtp_drafter(tmp_path / "out" / "drafter.safetensors")
     # Only tokens seen in the corpus or the target's choices become candidates.
     assert 0 < weights.config.candidate_vocab_size <= 60
+
+
+def _linear_windows(config, matrix: np.ndarray, count: int, length: int) -> list[Window]:
+    """Windows whose next hidden state is exactly ``matrix @ [embedding, hidden]``."""
+    rng = np.random.default_rng(3)
+    width = config.backbone_hidden_size
+    windows = []
+    for number in range(count):
+        embeddings = rng.normal(size=(length, width)).astype(np.float32)
+        hidden = np.zeros((length, width), dtype=np.float32)
+        hidden[0] = rng.normal(size=width)
+        for t in range(1, length):
+            hidden[t] = matrix @ np.concatenate([embeddings[t], hidden[t - 1]])
+        kv = mx.zeros((config.num_key_value_heads, length, config.head_dim))
+        windows.append(
+            Window(
+                f"w{number}",
+                "x",
+                np.zeros(length, dtype=np.int32),
+                np.zeros(length, dtype=np.int32),
+                mx.array(embeddings),
+                mx.array(hidden),
+                kv,
+                kv,
+                mx.zeros((length,), dtype=mx.int32),
+            )
+        )
+    return windows
+
+
+def _next_state_matrix(width: int, seed: int) -> np.ndarray:
+    """A map ``[embedding, hidden] -> hidden`` that keeps the states bounded."""
+    rng = np.random.default_rng(seed)
+    from_embedding = rng.normal(size=(width, width)) / np.sqrt(width)
+    rotation, _ = np.linalg.qr(rng.normal(size=(width, width)))
+    return np.concatenate([from_embedding, 0.5 * rotation], axis=1).astype(np.float32)
+
+
+def test_fit_projections_recovers_a_linear_next_state():
+    model = tiny_model(seed=1)
+    config = config_for_target(model.config, intermediate_size=32, candidate_vocab_size=80)
+    matrix = _next_state_matrix(config.backbone_hidden_size, 4)
+    windows = _linear_windows(config, matrix, count=4, length=64)
+    params = fit_projections(config, parameters_from_target(config, model, 0), windows, 1e-4)
+    fitted = np.array(params["pre_projection.weight"])
+    assert np.abs(fitted - matrix).max() < 1e-3
+
+
+def test_fitted_drafter_predicts_the_next_state():
+    model = tiny_model(seed=1)
+    config = config_for_target(model.config, intermediate_size=32, candidate_vocab_size=80)
+    width = config.backbone_hidden_size
+    matrix = _next_state_matrix(width, 5)
+    windows = _linear_windows(config, matrix, count=4, length=64)
+    params = fit_projections(config, parameters_from_target(config, model, 0), windows, 1e-4)
+    window = windows[0]
+    head = dense_rows(output_head(model), np.arange(80, dtype=np.int32))
+    _, logits = mtp_step(
+        config,
+        params,
+        head,
+        window.embeddings[1:],
+        window.hidden[:-1],
+        window.keys,
+        window.values,
+        1,
+    )
+    wanted = mx.argmax(window.hidden[1:] @ head.T, axis=-1)
+    assert mx.mean(mx.argmax(logits, axis=-1) == wanted).item() > 0.95
+
+
+def test_window_loss_falls_from_the_fitted_start():
+    model = tiny_model(seed=1)
+    config = config_for_target(model.config, intermediate_size=32, candidate_vocab_size=80)
+    width = config.backbone_hidden_size
+    matrix = _next_state_matrix(width, 6)
+    window = _linear_windows(config, matrix, count=1, length=48)[0]
+    head = dense_rows(output_head(model), np.arange(80, dtype=np.int32))
+    start = parameters_from_target(config, model, 0)
+    fitted = fit_projections(config, start, [window], 1e-4)
+    fitted_loss, count = window_loss(config, fitted, head, window, 1)
+    start_loss, _ = window_loss(config, start, head, window, 1)
+    assert count.item() == 47
+    assert fitted_loss.item() < start_loss.item()
