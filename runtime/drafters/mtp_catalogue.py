@@ -40,7 +40,7 @@ SHIPPED = {
             target="qwen2.5-coder:1.5b",
             filename="qwen2.5-coder-1.5b-mtp.safetensors",
             # Digest of the file trained as docs/mtp.md records.
-            sha256="9d6106987d398b3b9d23f505669dbf6d94e54355e47285df3410f7c538732fe3",
+            sha256="1e293743824c4701089a49dcceeff09b604084de63a90604425b0d13875dd792",
         ),
     )
 }
