@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from draftwise.runtime.training.mtp_data import DOC_SUFFIXES, SOURCE_SUFFIXES
+
 
 def add_train_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``train-drafter`` on ``subparsers``; its ``func`` returns the exit code."""
@@ -42,6 +44,13 @@ def add_train_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "every fourth is held out to measure acceptance (default: none)",
     )
     parser.add_argument(
+        "--source-suffixes",
+        default=",".join(SOURCE_SUFFIXES),
+        metavar="LIST",
+        help="comma-separated file suffixes of the installed files to extract windows from "
+        f"(default {','.join(SOURCE_SUFFIXES)}; {','.join(DOC_SUFFIXES)} adds documentation)",
+    )
+    parser.add_argument(
         "--candidates", type=int, default=4096, help="candidate vocabulary size (default 4096)"
     )
     parser.add_argument(
@@ -66,6 +75,14 @@ def run_train_drafter(args: argparse.Namespace) -> int:
     from draftwise.runtime.training.mtp_pipeline import PipelineSettings, run_pipeline
     from draftwise.runtime.training.mtp_train import TrainSettings
 
+    suffixes = tuple(part.strip() for part in args.source_suffixes.split(",") if part.strip())
+    if not suffixes or any(not part.startswith(".") or len(part) < 2 for part in suffixes):
+        print(
+            f"draftwise: error: --source-suffixes {args.source_suffixes!r} is invalid; "
+            "give suffixes with their dot, separated by commas, such as .py,.md",
+            file=sys.stderr,
+        )
+        return 1
     if args.window < 8 or args.draft_steps < 1 or args.draft_steps >= args.window:
         print(
             f"draftwise: error: --window {args.window} and --draft-steps {args.draft_steps} "
@@ -79,6 +96,7 @@ def run_train_drafter(args: argparse.Namespace) -> int:
         features_dir=args.features,
         extract_tokens=args.extract_tokens,
         window=args.window,
+        source_suffixes=suffixes,
         candidates=args.candidates,
         intermediate_size=args.intermediate_size,
         num_hidden_layers=args.layers,

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 SOURCE_SUFFIXES = (".py", ".c", ".h", ".js", ".sh", ".cpp", ".go", ".ts")
+# Documentation: the target's answers mix prose and code, and source files
+# alone teach the drafter little prose.
+DOC_SUFFIXES = (".md", ".rst")
 HELD_OUT_EVERY = 4
 
 
@@ -37,9 +40,11 @@ def source_roots() -> list[Path]:
     return [root for root in roots if root.is_dir()]
 
 
-def list_source_files(max_files: int, seed: int) -> list[Path]:
-    """Return up to ``max_files`` source files over 2 kB, a seeded sample over languages."""
-    by_suffix: dict[str, list[Path]] = {suffix: [] for suffix in SOURCE_SUFFIXES}
+def list_source_files(
+    max_files: int, seed: int, suffixes: tuple[str, ...] = SOURCE_SUFFIXES
+) -> list[Path]:
+    """Return up to ``max_files`` files over 2 kB, a seeded sample over ``suffixes``."""
+    by_suffix: dict[str, list[Path]] = {suffix: [] for suffix in suffixes}
     for root in source_roots():
         for path in root.rglob("*"):
             suffix = path.suffix
@@ -77,7 +82,12 @@ def workload_prompts(path: Path | None) -> list[dict[str, Any]]:
 
 
 def iter_documents(
-    language_model: Any, window: int, max_sources: int, seed: int, workload: Path | None
+    language_model: Any,
+    window: int,
+    max_sources: int,
+    seed: int,
+    workload: Path | None,
+    suffixes: tuple[str, ...] = SOURCE_SUFFIXES,
 ) -> Iterator[Document]:
     """Yield training prompts, source windows and held-out prompts interleaved.
 
@@ -86,7 +96,7 @@ def iter_documents(
     prompts = workload_prompts(workload)
     held_out = [p for i, p in enumerate(prompts) if i % HELD_OUT_EVERY == 0]
     training = [p for i, p in enumerate(prompts) if i % HELD_OUT_EVERY != 0]
-    sources = list_source_files(max_sources, seed)
+    sources = list_source_files(max_sources, seed, suffixes)
     rng = random.Random(seed)
     for index in range(max(len(training), len(sources), len(held_out))):
         if index < len(training):

@@ -125,9 +125,8 @@ def fit_projections(
     becomes the input projection, the output projection the identity, and
     the final norm a constant gain equal to the hidden states' root mean
     square, so that a drafter whose layers add nothing proposes what this
-    linear map predicts (on the real target about 30% of the target's
-    choices, where training from the target layer alone started below 1%).
-    Needs ``hidden_size == backbone_hidden_size``; other shapes are returned
+    linear map predicts (docs/mtp.md has its held-out acceptance). Needs
+    ``hidden_size == backbone_hidden_size``; other shapes are returned
     unchanged.
     """
     if config.hidden_size != config.backbone_hidden_size or not windows:

@@ -26,7 +26,11 @@ from draftwise.runtime.drafters.mtp_config import config_for_target
 from draftwise.runtime.drafters.mtp_io import save_mtp
 from draftwise.runtime.store.files import sha256_of_file
 from draftwise.runtime.training.mtp_batches import load_windows, target_choices
-from draftwise.runtime.training.mtp_data import iter_documents, list_source_files
+from draftwise.runtime.training.mtp_data import (
+    SOURCE_SUFFIXES,
+    iter_documents,
+    list_source_files,
+)
 from draftwise.runtime.training.mtp_eval import evaluate
 from draftwise.runtime.training.mtp_features import extract_features
 from draftwise.runtime.training.mtp_init import (
@@ -54,6 +58,7 @@ class PipelineSettings:
     extract_tokens: int = 20000
     window: int = 256
     max_sources: int = 400
+    source_suffixes: tuple[str, ...] = SOURCE_SUFFIXES
     candidates: int = 4096
     intermediate_size: int = 1536
     num_hidden_layers: int = 1
@@ -82,6 +87,7 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
             settings.max_sources,
             settings.train.seed,
             settings.workload,
+            settings.source_suffixes,
         )
         extract_features(target, documents, settings.features, layer, settings.extract_tokens, log)
 

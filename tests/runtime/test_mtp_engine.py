@@ -174,8 +174,12 @@ def test_mtp_pipeline_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(language_model_module, "load_language_model", lambda name: target)
     source = tmp_path / "example.py"
     source.write_text("def add(a, b):\n    return a + b\n" * 20)
-    monkeypatch.setattr(mtp_data, "list_source_files", lambda count, seed: [source])
-    monkeypatch.setattr(mtp_pipeline, "list_source_files", lambda count, seed: [source])
+
+    def one_source(count: int, seed: int, suffixes: tuple[str, ...] = ()) -> list[Path]:
+        return [source]
+
+    monkeypatch.setattr(mtp_data, "list_source_files", one_source)
+    monkeypatch.setattr(mtp_pipeline, "list_source_files", one_source)
     workload = tmp_path / "prompts.jsonl"
     lines = [
         {
