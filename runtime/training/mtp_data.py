@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 SOURCE_SUFFIXES = (".py", ".c", ".h", ".js", ".sh", ".cpp", ".go", ".ts")
-# Documentation: the target's answers mix prose and code, and source files
-# alone teach the drafter little prose.
+# Documentation files. The target's responses mix prose and code, and source
+# files alone contain little prose.
 DOC_SUFFIXES = (".md", ".rst")
 HELD_OUT_EVERY = 4
 

@@ -122,12 +122,11 @@ def fit_projections(
     Solves, by ridge regression over every position ``t`` of ``windows``,
     ``hidden[t + 1] ~ A @ [embedding[t + 1], hidden[t]]``: the target's state
     after a token from the state before it and that token's embedding. ``A``
-    becomes the input projection, the output projection the identity, and
-    the final norm a constant gain equal to the hidden states' root mean
-    square, so that a drafter whose layers add nothing proposes what this
-    linear map predicts (docs/mtp.md has its held-out acceptance). Needs
-    ``hidden_size == backbone_hidden_size``; other shapes are returned
-    unchanged.
+    becomes the input projection and the output projection the identity.
+    The final norm becomes a constant gain, the hidden states' root mean
+    square. So a drafter whose layers add nothing proposes what this linear
+    map predicts (docs/mtp.md has its held-out acceptance). Shapes other
+    than ``hidden_size == backbone_hidden_size`` are returned unchanged.
     """
     if config.hidden_size != config.backbone_hidden_size or not windows:
         return params

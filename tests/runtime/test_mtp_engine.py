@@ -277,8 +277,8 @@ def test_fitted_drafter_predicts_the_next_state():
         window.values,
         1,
     )
-    wanted = mx.argmax(window.hidden[1:] @ head.T, axis=-1)
-    assert mx.mean(mx.argmax(logits, axis=-1) == wanted).item() > 0.95
+    expected = mx.argmax(window.hidden[1:] @ head.T, axis=-1)
+    assert mx.mean(mx.argmax(logits, axis=-1) == expected).item() > 0.95
 
 
 def test_window_loss_falls_from_the_fitted_start():
