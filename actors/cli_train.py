@@ -78,8 +78,8 @@ def run_train_drafter(args: argparse.Namespace) -> int:
     suffixes = tuple(part.strip() for part in args.source_suffixes.split(",") if part.strip())
     if not suffixes or any(not part.startswith(".") or len(part) < 2 for part in suffixes):
         print(
-            f"draftwise: error: --source-suffixes {args.source_suffixes!r} is invalid; "
-            "give suffixes with their dot, separated by commas, such as .py,.md",
+            f"draftwise: error: --source-suffixes {args.source_suffixes!r} is invalid. "
+            "Give suffixes with their dot, separated by commas, such as .py,.md",
             file=sys.stderr,
         )
         return 1

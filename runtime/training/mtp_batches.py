@@ -1,4 +1,4 @@
-"""Feature shards as training windows: inputs, labels and masks for `mtp_step`."""
+"""Feature shards as training windows: inputs and masks for `mtp_step`."""
 
 from __future__ import annotations
 
@@ -15,11 +15,7 @@ from draftwise.runtime.models.layers import embed
 
 @dataclass
 class Window:
-    """One window's features as float32 arrays, and its labels per candidate index.
-
-    ``labels[i]`` is the candidate index of the target's choice after
-    position ``i``, or -1 when that token is not a candidate.
-    """
+    """One window's tokens, the target's choices after them, and its features as float32."""
 
     name: str
     category: str
@@ -29,7 +25,6 @@ class Window:
     hidden: mx.array  # [length, backbone]
     keys: mx.array  # [kv_heads, length, head_dim]
     values: mx.array
-    labels: mx.array  # [length] int32
 
     @property
     def length(self) -> int:
@@ -54,12 +49,8 @@ def target_choices(features_dir: Path, split: str = "train") -> list[np.ndarray]
     ]
 
 
-def load_windows(
-    features_dir: Path, split: str, embedding_table: Any, candidate_ids: np.ndarray, vocab_size: int
-) -> list[Window]:
+def load_windows(features_dir: Path, split: str, embedding_table: Any) -> list[Window]:
     """Load every shard of ``split`` (``"train"`` or ``"eval"``)."""
-    lookup = np.full(vocab_size, -1, dtype=np.int32)
-    lookup[candidate_ids] = np.arange(len(candidate_ids), dtype=np.int32)
     windows = []
     for entry in read_index(features_dir):
         if entry["split"] != split:
@@ -75,9 +66,8 @@ def load_windows(
             hidden=mx.array(data["hidden"]).astype(mx.float32),
             keys=mx.array(data["keys"]).astype(mx.float32),
             values=mx.array(data["values"]).astype(mx.float32),
-            labels=mx.array(lookup[data["target_ids"]]),
         )
-        mx.eval(window.embeddings, window.hidden, window.keys, window.values, window.labels)
+        mx.eval(window.embeddings, window.hidden, window.keys, window.values)
         windows.append(window)
     return windows
 

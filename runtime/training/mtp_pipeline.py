@@ -5,7 +5,7 @@ result is already there, so rerunning the same command resumes:
 
     OUT/features/          target features (`mtp_features`), one shard per window
     OUT/candidates.npy     the candidate vocabulary
-        OUT/checkpoint.*, OUT/progress.json   training state (`mtp_train`)
+    OUT/checkpoint.*, OUT/progress.json   training state (`mtp_train`)
     OUT/drafter.safetensors, OUT/drafter.sha256, OUT/report.json, OUT/loss.png
 """
 
@@ -102,9 +102,8 @@ def run_pipeline(settings: PipelineSettings, log: Callable[[str], None] = print)
     )
     table = target.weights["token_embd.weight"]
     head_rows = dense_rows(output_head(target), candidate_ids)
-    vocab = target.config.vocab_size
-    train_windows = load_windows(settings.features, "train", table, candidate_ids, vocab)
-    eval_windows = load_windows(settings.features, "eval", table, candidate_ids, vocab)
+    train_windows = load_windows(settings.features, "train", table)
+    eval_windows = load_windows(settings.features, "eval", table)
     log(f"{len(train_windows)} training windows, {len(eval_windows)} held-out windows")
     coverage = candidate_coverage(eval_windows or train_windows, candidate_ids)
     log(f"candidates cover {coverage:.3f} of the target's held-out choices")

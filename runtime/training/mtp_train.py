@@ -50,13 +50,13 @@ class TrainSettings:
 def window_loss(
     config: MTPConfig, params: Params, head_rows: mx.array, window: Window, draft_steps: int
 ) -> tuple[mx.array, mx.array]:
-    """Return (mean distillation loss over scored predictions, number scored).
+    """Return (mean distillation loss per prediction, number of predictions).
 
-    The loss of a prediction is the cross-entropy of the drafter's
-    distribution over the candidates against the target's own distribution
-    over them. The target's logits come from its stored hidden state at the
-    input token's position, which is what chose the label, so every
-    candidate's probability is learned from, not only the chosen one.
+    A prediction's loss is the cross-entropy of the drafter's distribution
+    over the candidates against the target's distribution over them. The
+    target's logits come from its stored hidden state at the input token's
+    position, so every candidate's probability carries a signal, not only
+    the target's greedy choice.
     """
     origins = window.length - draft_steps
     mask = origin_mask(origins, window.length)
