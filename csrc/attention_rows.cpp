@@ -1,5 +1,6 @@
 #include "attention_rows.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -57,23 +58,70 @@ View view_of(const mx::array& a) {
   return view;
 }
 
+// Sixteen float lanes, and their halves, as GCC vector types: each clone
+// compiles them to its widest registers with the same per-lane operations.
+// The helpers taking them are always inlined, so no call passes them by
+// value between clones, and GCC's note on that ABI does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float Lanes16 __attribute__((vector_size(64)));
+typedef float Lanes8 __attribute__((vector_size(32)));
+typedef float Lanes4 __attribute__((vector_size(16)));
+typedef float Lanes2 __attribute__((vector_size(8)));
+
+__attribute__((always_inline)) inline Lanes16 load16(const float* p) {
+  Lanes16 v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+__attribute__((always_inline)) inline void store16(float* p, Lanes16 v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
+
+// a . b over d values: lane l sums the products at l, l + 16, ..., then the
+// tail from lane 0 on, then a fixed tree adds lane l + w to lane l for
+// w = 8, 4, 2, 1.
 __attribute__((always_inline)) inline float dot(const float* a, const float* b, int64_t d) {
-  float lanes[kLanes] = {};
+  Lanes16 lanes = {};
   int64_t i = 0;
   for (; i + kLanes <= d; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      lanes[l] += a[i + l] * b[i + l];
-    }
+    lanes += load16(a + i) * load16(b + i);
   }
   for (int l = 0; i < d; ++i, ++l) {
     lanes[l] += a[i] * b[i];
   }
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) {
-      lanes[l] += lanes[l + width];
+  const Lanes8 eight = __builtin_shufflevector(lanes, lanes, 0, 1, 2, 3, 4, 5, 6, 7) +
+                       __builtin_shufflevector(lanes, lanes, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Lanes4 four = __builtin_shufflevector(eight, eight, 0, 1, 2, 3) +
+                      __builtin_shufflevector(eight, eight, 4, 5, 6, 7);
+  const Lanes2 two =
+      __builtin_shufflevector(four, four, 0, 1) + __builtin_shufflevector(four, four, 2, 3);
+  return two[0] + two[1];
+}
+
+// out[0 .. D) += weight * value[0 .. D) for each key of a tile, in key
+// order, with out held in registers across the tile.
+template <int D>
+__attribute__((always_inline)) inline void add_weighted_values(float* __restrict out,
+                                                               const float* weights,
+                                                               const float* values,
+                                                               int64_t value_stride,
+                                                               int64_t count) {
+  constexpr int kVectors = D / kLanes;
+  Lanes16 acc[kVectors];
+  for (int c = 0; c < kVectors; ++c) {
+    acc[c] = load16(out + c * kLanes);
+  }
+  for (int64_t j = 0; j < count; ++j) {
+    const float weight = weights[j];
+    const float* value = values + j * value_stride;
+    for (int c = 0; c < kVectors; ++c) {
+      acc[c] += weight * load16(value + c * kLanes);
     }
   }
-  return lanes[0];
+  for (int c = 0; c < kVectors; ++c) {
+    store16(out + c * kLanes, acc[c]);
+  }
 }
 
 struct Problem {
@@ -88,64 +136,133 @@ struct Problem {
 // ISAs. The float operations per row stay the same whatever the row count,
 // so rows remain batch invariant on every CPU.
 
-// Computes out[head, row, :] for the query heads that share key/value head
-// kv: scores over the keys the row attends to, a softmax with each head's
-// maximum subtracted, then the weighted sum of values. Each key and value
-// row is read once for all those heads. Every head's float operations, and
-// their order, are those of a call for that head alone.
-DRAFTWISE_ISA_CLONES void attend_kv_group(const Problem& p, int64_t kv, int64_t row,
-                                          std::vector<float>& scratch) {
-  const int64_t heads = p.heads / p.kv_heads;
+// Rows one task attends at most. Their queries, scores and outputs stay in
+// cache while each key and value row is read once for all of them.
+constexpr int64_t kMaxBlockRows = 8;
+
+// Keys per tile of the value sums: 32 value rows of up to 256 floats fit in L1.
+constexpr int64_t kKeyTile = 32;
+
+// Positions [begin, end) of the keys that `row` sees, as key indices.
+struct KeyRange {
+  int64_t begin;
+  int64_t end;
+};
+
+KeyRange keys_seen(const Problem& p, int64_t row) {
   const int64_t position = p.query_start + row;
   int64_t first = p.key_start;
   if (p.window > 0 && position - p.window + 1 > first) {
     first = position - p.window + 1;
   }
-  const int64_t begin = first - p.key_start;
-  const int64_t end = position - p.key_start + 1;  // exclusive
-  const int64_t seen = end - begin;
+  return {first - p.key_start, position - p.key_start + 1};
+}
 
-  scratch.resize(static_cast<size_t>(heads * (p.d + seen + 2)));
-  float* q = scratch.data();                 // [heads, d]
-  float* scores = q + heads * p.d;           // [heads, seen]
-  float* maximum = scores + heads * seen;    // [heads]
-  float* total = maximum + heads;            // [heads]
-  for (int64_t h = 0; h < heads; ++h) {
-    const float* q_row = p.q.data + (kv * heads + h) * p.q.s0 + row * p.q.s1;
-    for (int64_t i = 0; i < p.d; ++i) {
-      q[h * p.d + i] = q_row[i] * p.scale;
+// Computes out[head, row, :] for rows [row_begin, row_end) and the query heads
+// that share key/value head kv: scores over the keys each row attends to, a
+// softmax with each (row, head) maximum subtracted, then the weighted sum of
+// values. Each key and value row is read once for all those rows and heads.
+// Every (row, head) sees the same float operations, in the same order, as a
+// call for that row and head alone; only the loops around them are shared.
+DRAFTWISE_ISA_CLONES void attend_kv_block(const Problem& p, int64_t kv, int64_t row_begin,
+                                          int64_t row_end, std::vector<float>& scratch) {
+  const int64_t heads = p.heads / p.kv_heads;
+  const int64_t rows = row_end - row_begin;
+  // Rows sit at increasing positions: the first row's keys start earliest
+  // and the last row's keys end latest.
+  const int64_t block_begin = keys_seen(p, row_begin).begin;
+  const int64_t block_end = keys_seen(p, row_end - 1).end;
+  const int64_t span = block_end - block_begin;
+  const int64_t pairs = rows * heads;  // pair i: row row_begin + i / heads, head i % heads
+
+  scratch.resize(static_cast<size_t>(pairs * (p.d + span + 2)));
+  float* q = scratch.data();               // [pairs, d]
+  float* scores = q + pairs * p.d;         // [pairs, span], indexed from block_begin
+  float* maximum = scores + pairs * span;  // [pairs]
+  float* total = maximum + pairs;          // [pairs]
+  KeyRange seen[kMaxBlockRows];
+  for (int64_t r = 0; r < rows; ++r) {
+    seen[r] = keys_seen(p, row_begin + r);
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t i = r * heads + h;
+      const float* q_row = p.q.data + (kv * heads + h) * p.q.s0 + (row_begin + r) * p.q.s1;
+      for (int64_t e = 0; e < p.d; ++e) {
+        q[i * p.d + e] = q_row[e] * p.scale;
+      }
+      maximum[i] = -INFINITY;
+      total[i] = 0.0f;
     }
-    maximum[h] = -INFINITY;
-    total[h] = 0.0f;
   }
 
-  for (int64_t j = begin; j < end; ++j) {
+  for (int64_t j = block_begin; j < block_end; ++j) {
     const float* key = p.k.data + kv * p.k.s0 + j * p.k.s1;
-    for (int64_t h = 0; h < heads; ++h) {
-      const float s = dot(q + h * p.d, key, p.d);
-      scores[h * seen + j - begin] = s;
-      maximum[h] = s > maximum[h] ? s : maximum[h];
+    for (int64_t r = 0; r < rows; ++r) {
+      if (j < seen[r].begin || j >= seen[r].end) {
+        continue;
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t i = r * heads + h;
+        const float s = dot(q + i * p.d, key, p.d);
+        scores[i * span + j - block_begin] = s;
+        maximum[i] = s > maximum[i] ? s : maximum[i];
+      }
     }
   }
 
-  for (int64_t h = 0; h < heads; ++h) {
-    float* head_scores = scores + h * seen;
-    for (int64_t j = 0; j < seen; ++j) {
-      head_scores[j] = std::exp(head_scores[j] - maximum[h]);
-      total[h] += head_scores[j];
-    }
-    float* out = p.out + ((kv * heads + h) * p.rows + row) * p.d;
-    for (int64_t i = 0; i < p.d; ++i) {
-      out[i] = 0.0f;
+  // Softmax: scores become the weights score / total, computed as before
+  // the value sums.
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t i = r * heads + h;
+      float* pair_scores = scores + i * span;
+      const int64_t begin = seen[r].begin - block_begin;
+      const int64_t end = seen[r].end - block_begin;
+      for (int64_t j = begin; j < end; ++j) {
+        pair_scores[j] = std::exp(pair_scores[j] - maximum[i]);
+        total[i] += pair_scores[j];
+      }
+      for (int64_t j = begin; j < end; ++j) {
+        pair_scores[j] = pair_scores[j] / total[i];
+      }
+      float* out = p.out + ((kv * heads + h) * p.rows + row_begin + r) * p.d;
+      for (int64_t e = 0; e < p.d; ++e) {
+        out[e] = 0.0f;
+      }
     }
   }
-  for (int64_t j = begin; j < end; ++j) {
-    const float* value = p.v.data + kv * p.v.s0 + j * p.v.s1;
-    for (int64_t h = 0; h < heads; ++h) {
-      const float weight = scores[h * seen + j - begin] / total[h];
-      float* __restrict out = p.out + ((kv * heads + h) * p.rows + row) * p.d;
-      for (int64_t i = 0; i < p.d; ++i) {
-        out[i] += weight * value[i];
+  // Weighted values, a tile of keys at a time, so that each (row, head)
+  // output stays in registers over a tile whose values stay in cache.
+  for (int64_t tile = block_begin; tile < block_end; tile += kKeyTile) {
+    const int64_t tile_end = std::min(tile + kKeyTile, block_end);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t first = std::max(tile, seen[r].begin);
+      const int64_t last = std::min(tile_end, seen[r].end);
+      if (first >= last) {
+        continue;
+      }
+      const float* values = p.v.data + kv * p.v.s0 + first * p.v.s1;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t i = r * heads + h;
+        const float* weights = scores + i * span + first - block_begin;
+        float* out = p.out + ((kv * heads + h) * p.rows + row_begin + r) * p.d;
+        switch (p.d) {
+          case 64:
+            add_weighted_values<64>(out, weights, values, p.v.s1, last - first);
+            break;
+          case 128:
+            add_weighted_values<128>(out, weights, values, p.v.s1, last - first);
+            break;
+          case 256:
+            add_weighted_values<256>(out, weights, values, p.v.s1, last - first);
+            break;
+          default:
+            for (int64_t j = 0; j < last - first; ++j) {
+              const float* value = values + j * p.v.s1;
+              for (int64_t e = 0; e < p.d; ++e) {
+                out[e] += weights[j] * value[e];
+              }
+            }
+        }
       }
     }
   }
@@ -207,20 +324,27 @@ void AttentionRows::eval_cpu(const std::vector<mx::array>& inputs, mx::array& ou
     Problem p{view_of(q), view_of(k), view_of(v), out.data<float>(),
               q.shape(0), q.shape(1), k.shape(0), k.shape(1), q.shape(2),
               query_start, key_start, window, scale};
-    const int64_t tasks = p.kv_heads * p.rows;
+    // Rows split into equal blocks of at most kMaxBlockRows; one task per
+    // (key/value head, block). The split changes no float operation.
+    const int64_t blocks = (p.rows + kMaxBlockRows - 1) / kMaxBlockRows;
+    const int64_t block_rows = (p.rows + blocks - 1) / blocks;
+    const int64_t tasks = p.kv_heads * blocks;
+    auto run_task = [&p, blocks, block_rows](int64_t t, std::vector<float>& scratch) {
+      const int64_t row_begin = (t % blocks) * block_rows;
+      const int64_t row_end = std::min(row_begin + block_rows, p.rows);
+      attend_kv_block(p, t / blocks, row_begin, row_end, scratch);
+    };
     const int64_t work = p.heads * p.rows * p.length * p.d;
     if (work < (int64_t{1} << 20)) {
       std::vector<float> scratch;
       for (int64_t t = 0; t < tasks; ++t) {
-        attend_kv_group(p, t / p.rows, t % p.rows, scratch);
+        run_task(t, scratch);
       }
       return;
     }
     ThreadPool& pool = ThreadPool::global();
     std::vector<std::vector<float>> scratch(pool.size());
-    pool.run(tasks, [&](int64_t t, int thread) {
-      attend_kv_group(p, t / p.rows, t % p.rows, scratch[thread]);
-    });
+    pool.run(tasks, [&](int64_t t, int thread) { run_task(t, scratch[thread]); });
   });
 }
 

@@ -1,4 +1,4 @@
-// Attention of a few new rows over cached keys, one row at a time, as an MLX operation.
+// Attention of new rows over cached keys, each row computed on its own, as an MLX operation.
 #pragma once
 
 #include "mlx/ops.h"
@@ -18,6 +18,7 @@ namespace mx = mlx::core;
 // it sees: scores q.k * scale, a softmax with the row's maximum subtracted,
 // and the probability-weighted sum of the values. So a row's result does not
 // depend on how many rows the call has (decode and verify agree bit for bit).
+// Rows are grouped in blocks only to read each key and value once per block.
 // Throws std::invalid_argument naming the offending value.
 mx::array attention_rows(const mx::array& queries, const mx::array& keys, const mx::array& values,
                          int query_start, int key_start, float scale, int window,

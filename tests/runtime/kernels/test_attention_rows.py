@@ -25,9 +25,10 @@ def _inputs(rng, heads, kv_heads, rows, length, d, strided=False):
 
 @pytest.mark.parametrize("window", [0, 7])
 @pytest.mark.parametrize("strided", [False, True])
-def test_attention_rows_matches_mlx_ops(window: int, strided: bool) -> None:
+@pytest.mark.parametrize("d", [32, 128])
+def test_attention_rows_matches_mlx_ops(window: int, strided: bool, d: int) -> None:
     rng = np.random.default_rng(window + strided)
-    q, k, v = _inputs(rng, 8, 2, 5, 40, 32, strided)
+    q, k, v = _inputs(rng, 8, 2, 5, 40, d, strided)
     got = _qmm.attention_rows(q, k, v, 35, 0, 0.17, window)
     want = layers._attend_rows(q, k, v, 35, 0, 0.17, window)
     np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-5)
@@ -39,7 +40,7 @@ def test_attention_rows_matches_mlx_ops(window: int, strided: bool) -> None:
     groups=st.sampled_from([1, 3]),
     rows=st.integers(1, 16),
     context=st.integers(0, 60),
-    d=st.sampled_from([8, 16, 20, 64]),
+    d=st.sampled_from([8, 16, 20, 64, 128, 256]),
     window=st.sampled_from([0, 1, 5, 30]),
     key_start=st.sampled_from([0, 11]),
     seed=st.integers(0, 2**32 - 1),
