@@ -44,17 +44,17 @@ constexpr int kMaxRows = 9;                    // rows per register tile
 
 bool i8_bits(int bits) { return bits == 4 || bits == 8; }
 
-// Layout of QmmProblem::prepared, per row m. Sizes are padded to whole chunks
-// and to multiples of 16 groups, and the padding is zero.
-//   int8 x[m][chunks][128]: per chunk, the 64 bytes that meet the first
-//     weight register, then the 64 that meet the second.
-//   float d[m][chunks][16]: lane l contains d of block l / 4 of the chunk.
+// Layout of QmmProblem::prepared, chunk-major so that a tile's rows of one
+// chunk sit at fixed offsets from one pointer. Sizes are padded to whole
+// chunks and to multiples of 16 groups, and the padding is zero.
+//   int8 x[chunks][m][128]: per chunk and row, the 64 bytes that meet the
+//     first weight register, then the 64 that meet the second.
+//   float d[chunks][m][16]: lane l contains d of block l / 4 of the chunk.
 //   float group_sum[m][groups rounded up to 16].
 struct Prepared {
   const int8_t* x;
   const float* d;
   const float* group_sum;
-  int64_t chunks;
   int64_t padded_groups;
 };
 
@@ -71,8 +71,7 @@ size_t d_bytes(const QmmProblem& p) {
 Prepared view_of(const QmmProblem& p, const void* prepared) {
   const auto* base = static_cast<const uint8_t*>(prepared);
   return {reinterpret_cast<const int8_t*>(base), reinterpret_cast<const float*>(base + x_bytes(p)),
-          reinterpret_cast<const float*>(base + x_bytes(p) + d_bytes(p)), chunks_of(p),
-          padded_groups_of(p)};
+          reinterpret_cast<const float*>(base + x_bytes(p) + d_bytes(p)), padded_groups_of(p)};
 }
 
 size_t i8_prepared_bytes(const QmmProblem& p) {
@@ -102,18 +101,18 @@ void i8_prepare(const QmmProblem& p, void* prepared) {
   const int64_t groups = p.k / p.group_size;
   for (int64_t m = 0; m < p.m; ++m) {
     const float* x = p.x + m * p.k;
-    int8_t* row = x_out + m * view.chunks * kChunk;
-    float* d_row = d_out + m * view.chunks * 16;
     for (int64_t b = 0; b < blocks; ++b) {
       int8_t q[kBlock];
       const float d = round_block_to_int8(x + b * kBlock, q);
       const int64_t chunk = b / kChunkBlocks;
       const int j = static_cast<int>(b % kChunkBlocks);
+      int8_t* row = x_out + (chunk * p.m + m) * kChunk;
       for (int i = 0; i < kBlock; ++i) {
-        row[chunk * kChunk + slot_of(p.bits, j, i)] = q[i];
+        row[slot_of(p.bits, j, i)] = q[i];
       }
+      float* d_row = d_out + (chunk * p.m + m) * 16;
       for (int lane = 0; lane < 4; ++lane) {
-        d_row[chunk * 16 + j * 4 + lane] = d;
+        d_row[j * 4 + lane] = d;
       }
     }
     sum_groups(x, groups, p.group_size, sum_out + m * view.padded_groups);
@@ -169,19 +168,24 @@ void i8_column(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_
   const int64_t groups = p.k / p.group_size;
   const uint8_t* weights = reinterpret_cast<const uint8_t*>(p.weight) + n * (p.k * BITS / 8);
   const float* scales = p.scales + n * groups;
-  const int8_t* x = prepared.x + m0 * prepared.chunks * kChunk;
-  const float* d = prepared.d + m0 * prepared.chunks * 16;
+  // Row r of chunk c: x + c * x_stride + r * kChunk, d + c * d_stride + r * 16.
+  const int8_t* x = prepared.x + m0 * kChunk;
+  const float* d = prepared.d + m0 * 16;
+  const int64_t x_stride = p.m * kChunk;
+  const int64_t d_stride = p.m * 16;
 
   __m512 acc[MR];
   for (int r = 0; r < MR; ++r) {
     acc[r] = _mm512_setzero_ps();
   }
   auto step = [&](int64_t chunk, __m512i first, __m512i second, __m512 scale) {
+    const int8_t* x_chunk = x + chunk * x_stride;
+    const float* d_chunk = d + chunk * d_stride;
     for (int r = 0; r < MR; ++r) {
-      const int8_t* xr = x + (r * prepared.chunks + chunk) * kChunk;
+      const int8_t* xr = x_chunk + r * kChunk;
       __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), first, _mm512_loadu_si512(xr));
       dot = _mm512_dpbusd_epi32(dot, second, _mm512_loadu_si512(xr + 64));
-      const __m512 dv = _mm512_loadu_ps(d + (r * prepared.chunks + chunk) * 16);
+      const __m512 dv = _mm512_loadu_ps(d_chunk + r * 16);
       acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), dv), scale, acc[r]);
     }
   };
