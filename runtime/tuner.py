@@ -94,6 +94,10 @@ class DraftLengthTuner:
         self.accepted = [PRIOR_ACCEPTANCE * PRIOR_WEIGHT] * self.max_draft
         self.attempted = [PRIOR_WEIGHT] * self.max_draft
 
+    def sibling(self) -> DraftLengthTuner:
+        """Return a fresh tuner that shares this one's round timings, not its acceptance."""
+        return DraftLengthTuner(max_draft=self.max_draft, timing=self.timing)
+
     def acceptance(self) -> list[float]:
         """Return the estimated acceptance rate at each draft position 1..max_draft."""
         return [a / t if t > 0 else 0.0 for a, t in zip(self.accepted, self.attempted, strict=True)]

@@ -8,6 +8,12 @@ n-gram option only counts when the context has a match right now.
 With both an n-gram drafter and a draft model, a third option drafts the
 n-gram match and lets the draft model continue past its end, for matches
 shorter than the draft length.
+
+The n-gram option learns acceptance per class of match length, because
+the length of the matched suffix predicts acceptance: replaying the n-gram
+drafter over the plain outputs of 20 workload prompts (256 tokens each),
+the first proposed token was accepted after 45% of 2-token matches, 48% of
+3-token ones, 69% of 4- to 7-token ones and 86% of 8-token ones.
 """
 
 from __future__ import annotations
@@ -45,11 +51,31 @@ SHARED_MIN_ACCEPTANCE = 0.8
 # session that shared every pass so far, for example) it may catch up once.
 MAX_DRAFT_MODEL_BACKLOG = 8
 
+# Classes of n-gram match length: class i holds lengths from NGRAM_MATCH_CLASSES[i - 1]
+# (from the shortest for i = 0) up to NGRAM_MATCH_CLASSES[i] - 1.
+NGRAM_MATCH_CLASSES = (4, 8)
+
 
 @dataclass
 class _Option:
     drafter: Drafter | None  # None for COMBINED, which runs two of the other options' drafters
+    # The tuner for this round; for the n-gram option, the one of the current match's class.
     tuner: DraftLengthTuner
+    # The n-gram option's tuners, one per match class, sharing the round timings.
+    classes: list[DraftLengthTuner] | None = None
+
+
+def _option(drafter: Drafter, max_draft: int) -> _Option:
+    tuner = DraftLengthTuner(max_draft=max_draft)
+    if not isinstance(drafter, NgramDrafter):
+        return _Option(drafter, tuner)
+    classes = [tuner] + [tuner.sibling() for _ in NGRAM_MATCH_CLASSES]
+    return _Option(drafter, tuner, classes)
+
+
+def match_class(length: int) -> int:
+    """Return the class (index into an option's ``classes``) of an n-gram match length."""
+    return sum(length >= bound for bound in NGRAM_MATCH_CLASSES)
 
 
 class AdaptiveDrafter:
@@ -63,7 +89,7 @@ class AdaptiveDrafter:
         if not drafters:
             raise ValueError("AdaptiveDrafter needs at least one drafter")
         self.name = "adaptive"
-        self.options = {d.name: _Option(d, DraftLengthTuner(max_draft=max_draft)) for d in drafters}
+        self.options = {d.name: _option(d, max_draft) for d in drafters}
         self.ngram = next((d for d in drafters if isinstance(d, NgramDrafter)), None)
         self.draft_model = next((d for d in drafters if isinstance(d, DraftModelDrafter)), None)
         if self.ngram is not None and self.draft_model is not None:
@@ -79,6 +105,15 @@ class AdaptiveDrafter:
         self.draft_model_tried = False
         for _, drafter in self._drafters():
             drafter.start(prompt_ids, prefiller)
+
+    def select_match_class(self) -> None:
+        """Point the n-gram option's tuner at the class of the current match."""
+        if self.ngram is None:
+            return
+        option = self.options[self.ngram.name]
+        length = self.ngram.match_length()
+        if option.classes is not None and length > 0:
+            option.tuner = option.classes[match_class(length)]
 
     def available(self, name: str, cap: int) -> int:
         """Return how many tokens option ``name`` can propose now, at most ``cap``."""
@@ -158,6 +193,7 @@ class AdaptiveTuner:
 
     def choose(self, limit: int | None = None) -> int:
         cap = self.max_draft if limit is None else max(0, min(self.max_draft, limit))
+        self.drafter.select_match_class()
         # Each option's best() weighs its own k = 0 (plain decoding) too, so an
         # option that prefers drafting beats plain decoding by its own estimate.
         best_name, best_k, best_rate = None, 0, 0.0

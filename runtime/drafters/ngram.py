@@ -42,15 +42,22 @@ class NgramIndex:
                 self._next_position[tuple(self.tokens[position - n : position])] = position
             self.tokens.append(token_id)
 
-    def lookup(self, max_tokens: int) -> list[int]:
-        """Return up to ``max_tokens`` tokens that followed the longest matching suffix."""
+    def match(self, max_tokens: int) -> tuple[list[int], int]:
+        """Return up to ``max_tokens`` tokens that followed the longest matching suffix.
+
+        Also returns that suffix's length n (0, with no tokens, when nothing matches).
+        """
         length = len(self.tokens)
         for n in range(min(self.max_n, length), self.min_n - 1, -1):
             start = self._next_position.get(tuple(self.tokens[length - n :]))
             if start is None or start >= length:
                 continue
-            return self.tokens[start : start + max_tokens]
-        return []
+            return self.tokens[start : start + max_tokens], n
+        return [], 0
+
+    def lookup(self, max_tokens: int) -> list[int]:
+        """Return up to ``max_tokens`` tokens that followed the longest matching suffix."""
+        return self.match(max_tokens)[0]
 
 
 class NgramDrafter:
@@ -67,6 +74,10 @@ class NgramDrafter:
     def peek(self, num_tokens: int) -> list[int]:
         """Return the proposal `propose` would make, without building a graph."""
         return self.index.lookup(num_tokens)
+
+    def match_length(self) -> int:
+        """Return the length of the suffix the next proposal would follow (0: none)."""
+        return self.index.match(1)[1]
 
     def propose(
         self, num_tokens: int, sampling: SamplingParams, keys: list[mx.array] | None

@@ -26,10 +26,17 @@ def test_ngram_prefers_newest_occurrence():
     assert index.lookup(1) == [4]
 
 
+def test_ngram_match_reports_suffix_length():
+    index = NgramIndex(min_n=2, max_n=4)
+    index.extend([1, 2, 3, 4, 5, 9, 1, 2, 3])
+    assert index.match(2) == ([4, 5], 3)
+
+
 def test_ngram_no_match_proposes_nothing():
     index = NgramIndex(min_n=2, max_n=3)
     index.extend([1, 2, 3, 4])
     assert index.lookup(4) == []
+    assert index.match(4) == ([], 0)
 
 
 def test_ngram_incremental_equals_batch():

@@ -196,3 +196,36 @@ def test_draft_model_sits_out_once_it_lags_behind():
 def test_untried_draft_model_catches_up_once():
     drafter = _lagging_draft_model(drafted_first=False)
     assert drafter.available("draft_model", 8) == 8
+
+
+def test_ngram_match_classes_learn_apart():
+    from draftwise.runtime.drafters.adaptive import AdaptiveDrafter, match_class
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    ngram = NgramDrafter(min_n=2, max_n=8)
+    drafter = AdaptiveDrafter([ngram])
+    option = drafter.options["ngram"]
+    short = [1, 2, 3, 9, 1, 2]  # the suffix "1 2" matches: length 2
+    long = [*range(10, 20), 99, *range(10, 19)]  # an 8-token match
+    ngram.start(short)
+    assert match_class(ngram.match_length()) == 0
+    # Every short-match draft is rejected: short matches stop drafting.
+    for _ in range(30):
+        k = drafter.tuner.choose(8)
+        drafter.tuner.record(k, 0, 0.05 + 0.01 * k)
+    assert drafter.tuner.choose(8) == 0
+    # A long match keeps the prior acceptance, so it drafts.
+    ngram.start(long)
+    assert match_class(ngram.match_length()) == 2
+    assert drafter.tuner.choose(8) > 0
+    assert drafter.active == "ngram"
+    assert option.tuner is option.classes[2]
+
+
+def test_ngram_match_classes_share_round_timings():
+    from draftwise.runtime.drafters.adaptive import AdaptiveDrafter
+    from draftwise.runtime.drafters.ngram import NgramDrafter
+
+    classes = AdaptiveDrafter([NgramDrafter()]).options["ngram"].classes
+    assert classes is not None
+    assert all(tuner.timing is classes[0].timing for tuner in classes)
