@@ -175,11 +175,10 @@ DRAFTWISE_ISA_CLONES void attend_kv_block(const Problem& p, int64_t kv, int64_t 
   const int64_t span = block_end - block_begin;
   const int64_t pairs = rows * heads;  // pair i: row row_begin + i / heads, head i % heads
 
-  scratch.resize(static_cast<size_t>(pairs * (p.d + span + 2)));
+  scratch.resize(static_cast<size_t>(pairs * (p.d + span + 1)));
   float* q = scratch.data();               // [pairs, d]
   float* scores = q + pairs * p.d;         // [pairs, span], indexed from block_begin
   float* maximum = scores + pairs * span;  // [pairs]
-  float* total = maximum + pairs;          // [pairs]
   KeyRange seen[kMaxBlockRows];
   for (int64_t r = 0; r < rows; ++r) {
     seen[r] = keys_seen(p, row_begin + r);
@@ -190,7 +189,6 @@ DRAFTWISE_ISA_CLONES void attend_kv_block(const Problem& p, int64_t kv, int64_t 
         q[i * p.d + e] = q_row[e] * p.scale;
       }
       maximum[i] = -INFINITY;
-      total[i] = 0.0f;
     }
   }
 
@@ -217,12 +215,16 @@ DRAFTWISE_ISA_CLONES void attend_kv_block(const Problem& p, int64_t kv, int64_t 
       float* pair_scores = scores + i * span;
       const int64_t begin = seen[r].begin - block_begin;
       const int64_t end = seen[r].end - block_begin;
+      // Locals, so the compiler need not assume that stores to the scores
+      // change the maximum or the total (all live in one scratch buffer).
+      const float pair_maximum = maximum[i];
+      float pair_total = 0.0f;
       for (int64_t j = begin; j < end; ++j) {
-        pair_scores[j] = std::exp(pair_scores[j] - maximum[i]);
-        total[i] += pair_scores[j];
+        pair_scores[j] = std::exp(pair_scores[j] - pair_maximum);
+        pair_total += pair_scores[j];
       }
       for (int64_t j = begin; j < end; ++j) {
-        pair_scores[j] = pair_scores[j] / total[i];
+        pair_scores[j] = pair_scores[j] / pair_total;
       }
       float* out = p.out + ((kv * heads + h) * p.rows + row_begin + r) * p.d;
       for (int64_t e = 0; e < p.d; ++e) {
