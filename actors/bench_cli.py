@@ -34,7 +34,7 @@ def add_bench_command(subparsers: Any) -> None:
         "--policies",
         default="auto,float32",
         metavar="LIST",
-        help="comma-separated weight policies for bench models: auto, float32, float32-all",
+        help="comma-separated weight policies for bench models: auto, exact, float32, float32-all",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument(

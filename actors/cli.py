@@ -52,9 +52,10 @@ def _add_model_options(parser: argparse.ArgumentParser, *, draft_default: str | 
     parser.add_argument(
         "--policy",
         default="auto",
-        choices=["auto", "float32", "float32-all"],
-        help="weight policy: auto keeps GGUF quantization (Q6_K becomes 8-bit), float32 "
-        "dequantizes tensors that MLX cannot hold exactly, float32-all dequantizes everything",
+        choices=["auto", "exact", "float32", "float32-all"],
+        help="weight policy: auto keeps GGUF quantization (Q6_K becomes 8-bit) with float16 "
+        "group scales, exact keeps them float32, float32 dequantizes tensors that MLX cannot "
+        "hold exactly, float32-all dequantizes everything",
     )
 
 

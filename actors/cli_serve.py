@@ -95,7 +95,7 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy",
         default="auto",
-        choices=["auto", "float32", "float32-all"],
+        choices=["auto", "exact", "float32", "float32-all"],
         help="weight policy when the model loads in this process (default auto)",
     )
 
@@ -118,7 +118,7 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument("--store", metavar="DIR", help="model store folder")
     serve.add_argument(
         "--policy",
-        choices=["auto", "float32", "float32-all"],
+        choices=["auto", "exact", "float32", "float32-all"],
         help="weight policy of the loader (default auto)",
     )
     serve.add_argument(

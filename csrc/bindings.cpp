@@ -21,8 +21,9 @@ NB_MODULE(_qmm, m) {
         "math"_a = "f32", "stream"_a = nb::none(),
         R"(Return x @ dequantize(weight, scales, biases).T as a lazy float32 array.
 
-The weight uses MLX's affine layout from mx.quantize(w, group_size, bits).
-isa selects a variant ("scalar", "avx2", "avx512"); "" picks the best one
+The weight uses MLX's affine layout from mx.quantize(w, group_size, bits),
+with scales and biases both float32 or both float16 (widened exactly to
+float32 before use). isa selects a variant ("scalar", "avx2", "avx512"); "" picks the best one
 this CPU supports. math="int8" quantizes each 32-element block of x to int8
 (4- and 8-bit weights, with AVX2 or AVX-512 VNNI; other widths keep float32
 math). math="bf16" rounds x and 4- and 8-bit weights to bfloat16 and sums
@@ -32,7 +33,7 @@ math). Raises ValueError naming any invalid argument.)");
   m.def("attention_rows", &draftwise::attention_rows, "queries"_a, "keys"_a, "values"_a,
         "query_start"_a, "key_start"_a, "scale"_a, "window"_a = 0, nb::kw_only(),
         "stream"_a = nb::none(),
-        R"(Return causal attention of new rows over cached keys, one row at a time.
+        R"(Return causal attention of new rows over cached keys, each row on its own.
 
 queries [heads, n, d], keys and values [kv_heads, length, d], all float32;
 keys hold positions key_start .. key_start + length - 1, and row i sits at
@@ -48,6 +49,19 @@ The result is float32 [rows, f]. Each element depends only on its own gate
 and up values, through the same float operations on every CPU, so it does
 not depend on the row count. Raises ValueError naming any invalid argument.)");
 
+  m.def(
+      "reads_half_groups",
+      [](const std::string& isa, const std::string& math, int bits) {
+        const draftwise::KernelVariant& variant = draftwise::variant_for(isa, math);
+        draftwise::QmmProblem problem{};
+        problem.bits = bits;
+        problem.group_size = 32;
+        return variant.reads_half_groups != nullptr && variant.reads_half_groups(problem);
+      },
+      "isa"_a = "", "math"_a = "f32", "bits"_a = 4,
+      R"(Return whether the variant for isa and math reads float16 scales and biases itself
+for bits-wide weights. Other variants get them widened to float32 per call, which
+costs about what reading float32 groups costs.)");
   m.def(
       "default_isa", [] { return draftwise::isa_of(draftwise::default_variant()); },
       "Return the ISA used when none is named, chosen once by CPU feature.");

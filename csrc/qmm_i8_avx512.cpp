@@ -29,6 +29,7 @@
 #include <cstring>
 
 #include "avx512_sum_lanes.h"
+#include "half_groups.h"
 #include "qmm_problem.h"
 #include "static_for.h"
 
@@ -43,6 +44,10 @@ constexpr int kChunk = kBlock * kChunkBlocks;  // weights per chunk
 constexpr int kMaxRows = 9;                    // rows per register tile
 
 bool i8_bits(int bits) { return bits == 4 || bits == 8; }
+
+// 4- and 8-bit problems run here and read float16 groups themselves; other
+// widths run the float32 kernel, which gets them widened.
+bool i8_reads_half_groups(const QmmProblem& p) { return i8_bits(p.bits); }
 
 // Layout of QmmProblem::prepared, chunk-major so that a tile's rows of one
 // chunk sit at fixed offsets from one pointer. Sizes are padded to whole
@@ -135,21 +140,91 @@ inline void chunk_weights(const uint8_t* chunk, __m512i& first, __m512i& second)
   }
 }
 
+// Group scales and biases come as float (float32) or uint16_t (float16
+// bits, widened exactly); every function below gives the same floats for
+// both when the values are the same.
+
+// Returns the group value at `groups[i]` (for the cold paths).
+inline float group_value(const float* groups, int64_t i) { return groups[i]; }
+
+inline float group_value(const uint16_t* groups, int64_t i) {
+  float value;
+  widen_half(groups + i, &value, 1);
+  return value;
+}
+
+// Returns the first COUNT (1, 2 or 4) group values in the low lanes, reading
+// exactly COUNT values.
+template <int COUNT>
+inline __m128 load_groups(const float* groups) {
+  if constexpr (COUNT == 4) {
+    return _mm_loadu_ps(groups);
+  } else if constexpr (COUNT == 2) {
+    return _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(groups)));
+  } else {
+    return _mm_set_ss(*groups);
+  }
+}
+
+template <int COUNT>
+inline __m128 load_groups(const uint16_t* groups) {
+#if defined(DRAFTWISE_AVX512_SIMDE)
+  float values[4] = {};
+  widen_half(groups, values, COUNT);
+  return _mm_loadu_ps(values);
+#else
+  uint64_t bits = 0;
+  std::memcpy(&bits, groups, COUNT * sizeof(uint16_t));
+  return _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<int64_t>(bits)));
+#endif
+}
+
+// Returns 16 consecutive group values.
+inline __m512 load16_groups(const float* groups) { return _mm512_loadu_ps(groups); }
+
+inline __m512 load16_groups(const uint16_t* groups) {
+#if defined(DRAFTWISE_AVX512_SIMDE)
+  float values[16];
+  widen_half(groups, values, 16);
+  return _mm512_loadu_ps(values);
+#else
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(groups)));
+#endif
+}
+
 // Returns the scales of a chunk's four blocks, block l / 4 in lane l, from
 // `scales` at the chunk's first group (GB blocks per group).
-template <int GB>
-inline __m512 chunk_scales(const float* scales) {
+template <int GB, typename Group>
+inline __m512 chunk_scales(const Group* scales) {
   if constexpr (GB == 1) {
-    const __m512 four = _mm512_castps128_ps512(_mm_loadu_ps(scales));
+    const __m512 four = _mm512_castps128_ps512(load_groups<4>(scales));
     const __m512i index = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     return _mm512_permutexvar_ps(index, four);
   } else if constexpr (GB == 2) {
-    const __m128d pair = _mm_load_sd(reinterpret_cast<const double*>(scales));
-    const __m512 two = _mm512_castps128_ps512(_mm_castpd_ps(pair));
+    const __m512 two = _mm512_castps128_ps512(load_groups<2>(scales));
     const __m512i index = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     return _mm512_permutexvar_ps(index, two);
   } else {
-    return _mm512_set1_ps(*scales);
+    return _mm512_broadcastss_ps(load_groups<1>(scales));
+  }
+}
+
+// The problem's scales and biases as Group values.
+template <typename Group>
+const Group* scales_of(const QmmProblem& p) {
+  if constexpr (sizeof(Group) == sizeof(float)) {
+    return p.scales;
+  } else {
+    return p.half_scales;
+  }
+}
+
+template <typename Group>
+const Group* biases_of(const QmmProblem& p) {
+  if constexpr (sizeof(Group) == sizeof(float)) {
+    return p.biases;
+  } else {
+    return p.half_biases;
   }
 }
 
@@ -160,14 +235,14 @@ inline __m512 chunk_scales(const float* scales) {
 // close to full memory bandwidth. In a streaming test on the 2-core Zen 4
 // machine of docs/benchmarks.md that order read 32.8 GB/s, and 8 rows of
 // 768 bytes read in turn, as a tile of 8 columns reads them, 20.8 GB/s.
-template <int BITS, int GB, int MR>
+template <int BITS, int GB, int MR, typename Group>
 void i8_column(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n) {
   constexpr int kChunkBytes = kChunk * BITS / 8;
   const int64_t blocks = p.k / kBlock;
   const int64_t full_chunks = blocks / kChunkBlocks;
   const int64_t groups = p.k / p.group_size;
   const uint8_t* weights = reinterpret_cast<const uint8_t*>(p.weight) + n * (p.k * BITS / 8);
-  const float* scales = p.scales + n * groups;
+  const Group* scales = scales_of<Group>(p) + n * groups;
   // Row r of chunk c: x + c * x_stride + r * kChunk, d + c * d_stride + r * 16.
   const int8_t* x = prepared.x + m0 * kChunk;
   const float* d = prepared.d + m0 * 16;
@@ -205,7 +280,7 @@ void i8_column(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_
     float block_scales[kChunkBlocks] = {};
     const int64_t first_group = full_chunks * kChunkBlocks / GB;
     for (int64_t g = first_group; g < groups; ++g) {
-      block_scales[g - first_group] = scales[g];
+      block_scales[g - first_group] = group_value(scales, g);
     }
     __m512i first;
     __m512i second;
@@ -214,44 +289,56 @@ void i8_column(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_
   }
 
   // Biases: sum over groups of bias * group sum of x, 16 groups per step.
-  const float* bias = p.biases + n * groups;
+  const Group* bias = biases_of<Group>(p) + n * groups;
   for (int r = 0; r < MR; ++r) {
     const float* group_sum = prepared.group_sum + (m0 + r) * prepared.padded_groups;
     __m512 terms = _mm512_setzero_ps();
     int64_t g = 0;
     for (; g + 16 <= groups; g += 16) {
-      terms = _mm512_fmadd_ps(_mm512_loadu_ps(bias + g), _mm512_loadu_ps(group_sum + g), terms);
+      terms = _mm512_fmadd_ps(load16_groups(bias + g), _mm512_loadu_ps(group_sum + g), terms);
     }
     if (g < groups) {
       alignas(64) float last[16] = {};
-      std::memcpy(last, bias + g, static_cast<size_t>(groups - g) * sizeof(float));
+      for (int64_t i = g; i < groups; ++i) {
+        last[i - g] = group_value(bias, i);
+      }
       terms = _mm512_fmadd_ps(_mm512_load_ps(last), _mm512_loadu_ps(group_sum + g), terms);
     }
     p.out[(m0 + r) * p.n + n] = sum_lanes(_mm512_add_ps(acc[r], terms));
   }
 }
 
-template <int BITS, int GB, int MR>
+template <int BITS, int GB, int MR, typename Group>
 void i8_columns(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n_begin,
                 int64_t n_end) {
   for (int64_t n = n_begin; n < n_end; ++n) {
-    i8_column<BITS, GB, MR>(p, prepared, m0, n);
+    i8_column<BITS, GB, MR, Group>(p, prepared, m0, n);
+  }
+}
+
+template <int BITS, int MR, typename Group>
+void i8_group_sizes(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n_begin,
+                    int64_t n_end) {
+  switch (p.group_size / kBlock) {
+    case 1:
+      i8_columns<BITS, 1, MR, Group>(p, prepared, m0, n_begin, n_end);
+      break;
+    case 2:
+      i8_columns<BITS, 2, MR, Group>(p, prepared, m0, n_begin, n_end);
+      break;
+    default:
+      i8_columns<BITS, 4, MR, Group>(p, prepared, m0, n_begin, n_end);
+      break;
   }
 }
 
 template <int BITS, int MR>
 void i8_groups(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n_begin,
                int64_t n_end) {
-  switch (p.group_size / kBlock) {
-    case 1:
-      i8_columns<BITS, 1, MR>(p, prepared, m0, n_begin, n_end);
-      break;
-    case 2:
-      i8_columns<BITS, 2, MR>(p, prepared, m0, n_begin, n_end);
-      break;
-    default:
-      i8_columns<BITS, 4, MR>(p, prepared, m0, n_begin, n_end);
-      break;
+  if (p.half_scales != nullptr) {
+    i8_group_sizes<BITS, MR, uint16_t>(p, prepared, m0, n_begin, n_end);
+  } else {
+    i8_group_sizes<BITS, MR, float>(p, prepared, m0, n_begin, n_end);
   }
 }
 
@@ -301,6 +388,7 @@ void i8_run(const QmmProblem& p, int64_t n_begin, int64_t n_end, float* scratch)
 
 extern const KernelVariant kAvx512I8 = {
     "avx512_i8", i8_column_chunk, i8_scratch_floats, i8_run, i8_prepared_bytes, i8_prepare,
+    i8_reads_half_groups,
 };
 
 }  // namespace draftwise

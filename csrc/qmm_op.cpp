@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "cpu_features.h"
+#include "half_groups.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/utils.h"
@@ -74,10 +75,15 @@ void check_arguments(const mx::array& x, const mx::array& weight, const mx::arra
            std::to_string(group_size));
   }
   const mx::Shape group_shape = {static_cast<int>(n), static_cast<int>(k / group_size)};
+  if (scales.dtype() != biases.dtype()) {
+    reject("scales (" + dtype_string(scales.dtype()) + ") and biases (" +
+           dtype_string(biases.dtype()) + ") must have the same dtype");
+  }
   for (const auto* part : {&scales, &biases}) {
     const char* label = part == &scales ? "scales" : "biases";
-    if (part->dtype() != mx::float32) {
-      reject(std::string(label) + " must be float32, got " + dtype_string(part->dtype()));
+    if (part->dtype() != mx::float32 && part->dtype() != mx::float16) {
+      reject(std::string(label) + " must be float32 or float16, got " +
+             dtype_string(part->dtype()));
     }
     if (part->shape() != group_shape) {
       reject(std::string(label) + " has shape " + shape_string(part->shape()) + ", expected " +
@@ -127,16 +133,19 @@ struct ScratchBuffer {
 
 }  // namespace
 
-void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& problem) {
+void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& problem,
+                          const HalfGroups& half) {
   if (problem.m == 0 || problem.n == 0) {
     return;
   }
   ThreadPool& pool = ThreadPool::global();
   // Only one run uses the pool at a time, so the buffers are not shared.
   static std::vector<ScratchBuffer> scratch;
+  static std::vector<ScratchBuffer> widened;
   static std::mutex scratch_mutex;
   std::lock_guard<std::mutex> lock(scratch_mutex);
   scratch.resize(pool.size());
+  widened.resize(pool.size());
   const size_t scratch_floats = variant.scratch_floats(problem);
   std::vector<float*> buffers(pool.size());
   for (int t = 0; t < pool.size(); ++t) {
@@ -156,10 +165,34 @@ void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& proble
 
   const int64_t chunk = variant.column_chunk(problem);
   const int64_t tasks = (problem.n + chunk - 1) / chunk;
+  const int64_t groups = problem.k / problem.group_size;
+  const int64_t words_per_column = problem.k * problem.bits / 32;
+  const bool widen = half.scales != nullptr &&
+                     !(variant.reads_half_groups && variant.reads_half_groups(problem));
+  if (half.scales != nullptr && !widen) {
+    with_prepared.half_scales = half.scales;
+    with_prepared.half_biases = half.biases;
+  }
   pool.run(tasks, [&](int64_t task, int thread) {
     const int64_t n_begin = task * chunk;
     const int64_t n_end = n_begin + chunk < problem.n ? n_begin + chunk : problem.n;
-    variant.run(with_prepared, n_begin, n_end, buffers[thread]);
+    if (!widen) {
+      variant.run(with_prepared, n_begin, n_end, buffers[thread]);
+      return;
+    }
+    // float16 groups: widen this task's columns into float32 (exactly) and
+    // run the variant on a view whose column 0 is column n_begin. The output
+    // keeps its row stride problem.n.
+    const int64_t count = (n_end - n_begin) * groups;
+    float* wide = widened[thread].reserve(static_cast<size_t>(2 * count));
+    widen_half(half.scales + n_begin * groups, wide, count);
+    widen_half(half.biases + n_begin * groups, wide + count, count);
+    QmmProblem columns = with_prepared;
+    columns.weight = problem.weight + n_begin * words_per_column;
+    columns.scales = wide;
+    columns.biases = wide + count;
+    columns.out = problem.out + n_begin;
+    variant.run(columns, 0, n_end - n_begin, buffers[thread]);
   });
 }
 
@@ -216,11 +249,21 @@ void QuantizedMatmulRows::eval_cpu(const std::vector<mx::array>& inputs, mx::arr
       x_dense = gather_float32(x);
       x_data = x_dense.data();
     }
-    const QmmProblem problem{x_data,          weight.data<uint32_t>(), scales.data<float>(),
-                             biases.data<float>(), out.data<float>(),  m,
-                             weight.shape(0), x.shape(-1),             bits,
+    HalfGroups half;
+    const float* scale_data = nullptr;
+    const float* bias_data = nullptr;
+    if (scales.dtype() == mx::float16) {
+      half.scales = reinterpret_cast<const uint16_t*>(scales.data<mx::float16_t>());
+      half.biases = reinterpret_cast<const uint16_t*>(biases.data<mx::float16_t>());
+    } else {
+      scale_data = scales.data<float>();
+      bias_data = biases.data<float>();
+    }
+    const QmmProblem problem{x_data,    weight.data<uint32_t>(), scale_data,
+                             bias_data, out.data<float>(),       m,
+                             weight.shape(0), x.shape(-1),       bits,
                              group_size};
-    run_quantized_matmul(variant, problem);
+    run_quantized_matmul(variant, problem, half);
   });
 }
 

@@ -13,7 +13,8 @@ namespace mx = mlx::core;
 
 // Returns x @ dequantize(weight, scales, biases).T, lazily, for MLX's affine
 // layout as mx.quantize(w, group_size, bits) produces it: x float32 [..., K],
-// weight uint32 [N, K * bits / 32], scales and biases float32 [N, K / group_size].
+// weight uint32 [N, K * bits / 32], scales and biases float32 or float16 (both
+// the same) [N, K / group_size].
 // The result is float32 [..., N]. `isa` names a variant ("scalar", "avx2",
 // "avx512"); empty selects the best one this CPU supports. `math` is "f32"
 // or "int8" (int8 activations, see qmm_i8_avx2.cpp). Throws
@@ -41,7 +42,19 @@ class QuantizedMatmulRows : public mx::UnaryPrimitive {
   const KernelVariant& variant_;
 };
 
-// Runs a variant over the whole problem on the global thread pool.
-void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& problem);
+// Group scales and biases as IEEE float16 bits [n, k / group_size], used in
+// place of QmmProblem::scales and ::biases when `scales` is not null.
+struct HalfGroups {
+  const uint16_t* scales = nullptr;
+  const uint16_t* biases = nullptr;
+};
+
+// Runs a variant over the whole problem on the global thread pool. With
+// float16 groups, a variant that reads them gets them as they are; for the
+// others, each task widens its columns' scales and biases to float32 first.
+// Either way every variant computes the same as with float32 groups that
+// hold the same values.
+void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& problem,
+                          const HalfGroups& half = {});
 
 }  // namespace draftwise

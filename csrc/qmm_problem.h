@@ -34,6 +34,11 @@ struct QmmProblem {
   // What the variant's prepare() built for this call (quantized x rows),
   // shared read-only by all threads; nullptr for variants without prepare.
   const void* prepared = nullptr;
+  // float16 group scales and biases (IEEE binary16 bits) in place of
+  // `scales` and `biases`, set only for a variant whose reads_half_groups
+  // returns true for this problem; nullptr otherwise.
+  const uint16_t* half_scales = nullptr;
+  const uint16_t* half_biases = nullptr;
 };
 
 // One compiled kernel family, chosen once per process by CPU feature.
@@ -49,6 +54,10 @@ struct KernelVariant {
   // on one thread before the column tasks run. Zero skips prepare().
   size_t (*prepared_bytes)(const QmmProblem& problem);
   void (*prepare)(const QmmProblem& problem, void* prepared);
+  // Optional (nullptr: never): whether run() reads float16 groups itself
+  // (QmmProblem::half_scales) for this problem. Otherwise float16 groups are
+  // widened to float32 per task before run().
+  bool (*reads_half_groups)(const QmmProblem& problem) = nullptr;
 };
 
 extern const KernelVariant kScalarF32;

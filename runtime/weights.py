@@ -15,7 +15,8 @@ class QuantizedTensor:
     with ``g = col // group_size`` and ``q`` the unsigned ``bits``-wide integer
     packed into ``weight``. ``shape`` is the logical ``(out_features,
     in_features)`` shape; ``weight`` is uint32 ``[out, in * bits / 32]``,
-    ``scales`` and ``biases`` are float32 ``[out, in / group_size]``.
+    ``scales`` and ``biases`` are ``[out, in / group_size]``, both float32 or
+    both float16; arithmetic on them always runs in float32.
     """
 
     weight: mx.array
@@ -27,13 +28,28 @@ class QuantizedTensor:
 
     def dequantize(self) -> mx.array:
         """Return the float32 matrix ``[out, in]``."""
-        return mx.dequantize(
-            self.weight, self.scales, self.biases, group_size=self.group_size, bits=self.bits
-        ).astype(mx.float32)
+        return dequantize_float32(self.weight, self.scales, self.biases, self.group_size, self.bits)
 
     @property
     def nbytes(self) -> int:
         return self.weight.nbytes + self.scales.nbytes + self.biases.nbytes
+
+
+def dequantize_float32(
+    weight: mx.array, scales: mx.array, biases: mx.array, group_size: int, bits: int
+) -> mx.array:
+    """Return ``mx.dequantize`` computed in float32, also for float16 scales and biases.
+
+    MLX dequantizes in the scales' dtype, so float16 scales would round every
+    weight to float16; widening them first (exactly) keeps float32 weights.
+    """
+    return mx.dequantize(
+        weight,
+        scales.astype(mx.float32),
+        biases.astype(mx.float32),
+        group_size=group_size,
+        bits=bits,
+    )
 
 
 # A model's weights keyed by GGUF tensor name ("blk.0.attn_q.weight", ...):

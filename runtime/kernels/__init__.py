@@ -7,6 +7,7 @@ from draftwise.runtime.kernels.qmm import (
     kernel_info,
     kernel_math,
     quantized_matmul,
+    reads_half_groups,
     silu_mul,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "kernel_info",
     "kernel_math",
     "quantized_matmul",
+    "reads_half_groups",
     "silu_mul",
 ]

@@ -83,6 +83,17 @@ def kernel_math() -> str:
     return value
 
 
+def reads_half_groups() -> bool:
+    """Return whether the kernel that runs now reads float16 group scales of 4-bit weights.
+
+    False without the extension, or for arithmetics whose kernel widens them
+    to float32 on every call instead (which makes float16 groups a loss).
+    """
+    if _unavailable_reason() is not None or _EXTENSION is None:
+        return False
+    return bool(_EXTENSION.reads_half_groups(math=kernel_math(), bits=4))
+
+
 @functools.cache
 def _vnni_int8_usable() -> bool:
     """Return whether math="int8" runs the AVX-512 VNNI kernel on this CPU."""
@@ -152,11 +163,12 @@ def quantized_matmul(x: mx.array, w: QuantizedTensor) -> mx.array:
         _log_once("selected", "info", "verify_kernel_selected", **kernel_info())
         return result
     _log_once("unavailable", "warning", "verify_kernel_unavailable", reason=reason)
+    # float32 groups, so that MLX computes in float32 as the kernel does.
     return mx.quantized_matmul(
         x,
         w.weight,
-        w.scales,
-        w.biases,
+        w.scales.astype(mx.float32),
+        w.biases.astype(mx.float32),
         transpose=True,
         group_size=w.group_size,
         bits=w.bits,

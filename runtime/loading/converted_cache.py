@@ -30,7 +30,7 @@ from draftwise.runtime.weights import QuantizedTensor, WeightDict
 
 # Bump when the stored layout or the conversion changes, so old entries are
 # ignored instead of misread.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DIGEST_MEMO = "source-sha256.json"
 HASH_CHUNK_BYTES = 8 << 20
 _SEPARATOR = "::"

@@ -34,7 +34,7 @@ def load_gguf(
 ) -> LoadedModel:
     """Load the GGUF file at ``path``, converting it once and caching the result.
 
-    ``policy`` is ``"auto"``, ``"float32"`` or ``"float32-all"`` (see
+    ``policy`` is ``"auto"``, ``"exact"``, ``"float32"`` or ``"float32-all"`` (see
     `gguf_tensors`). ``cache_dir`` defaults to `default_cache_dir()`; a cache
     that cannot be written is skipped with a warning.
 
@@ -43,7 +43,7 @@ def load_gguf(
     implement and `ModelFormatError` for a file that is not GGUF, is
     truncated or corrupt, or contains an unsupported tensor type.
     """
-    checked_policy = check_policy(policy)
+    checked_policy = storage_policy(check_policy(policy))
     source = Path(path)
     if not source.is_file():
         raise ModelNotFoundError(
@@ -68,6 +68,20 @@ def load_gguf(
     model = _from_conversion(source, sha256, checked_policy, conversion)
     _log_loaded(model, started, from_cache=False)
     return model
+
+
+def storage_policy(policy: Policy) -> Policy:
+    """Return the policy whose layout is stored for ``policy``.
+
+    ``"auto"`` becomes ``"exact"`` unless the kernel that runs now reads
+    float16 group scales itself (see `gguf_tensors`). The converted cache is
+    keyed by the returned policy, so each layout has its own entry.
+    """
+    from draftwise.runtime.kernels import reads_half_groups
+
+    if policy == "auto" and not reads_half_groups():
+        return "exact"
+    return policy
 
 
 def _source_digest(source: Path, cache: Path) -> str:

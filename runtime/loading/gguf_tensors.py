@@ -2,11 +2,19 @@
 
 Policies:
 
-- ``"auto"``: types with an exact MLX layout (see `quant_repack`) are repacked
-  without loss; Q6_K, whose 16-element sub-blocks fit no MLX group size
-  (32, 64, 128), is requantized to 8 bits with groups of 32
-  (`quant_repack.requantize_q6_k`).
-- ``"float32"``: as ``"auto"``, but Q6_K is dequantized to float32.
+- ``"exact"``: types with an exact MLX layout (see `quant_repack`) are
+  repacked without loss, with float32 group scales and biases; Q6_K, whose
+  16-element sub-blocks fit no MLX group size (32, 64, 128), is requantized
+  to 8 bits with groups of 32 (`quant_repack.requantize_q6_k`).
+- ``"auto"``: as ``"exact"``, but a matrix's group scales and biases are
+  stored as float16 when they fit (see `half_groups`). `gguf_loader` asks
+  for this layout only where the kernel reads float16 groups itself. A one-row matmul
+  reads every weight once and is bound by memory bandwidth; at 4 bits,
+  float32 groups of 32 add 0.25 bytes to the 0.5 of each weight, and float16
+  halves that. Rounding a scale to float16 moves it by at most 2**-12 of
+  itself (Q4_0, Q4_1, Q5_0 and Q8_0 scales are float16 in the file and stay
+  exact).
+- ``"float32"``: as ``"exact"``, but Q6_K is dequantized to float32.
 - ``"float32-all"``: every tensor is dequantized to float32 with
   `gguf.quants.dequantize`, an independent reference for accuracy checks.
 
@@ -37,8 +45,13 @@ from draftwise.runtime.loading.quant_repack import (
 )
 from draftwise.runtime.weights import QuantizedTensor
 
-Policy = Literal["auto", "float32", "float32-all"]
-POLICIES: tuple[str, ...] = ("auto", "float32", "float32-all")
+Policy = Literal["auto", "exact", "float32", "float32-all"]
+POLICIES: tuple[str, ...] = ("auto", "exact", "float32", "float32-all")
+
+# float16's smallest normal magnitude. Smaller scales would lose relative
+# precision as subnormals, so a matrix with one keeps float32 groups.
+HALF_MIN_NORMAL = 2.0**-14
+HALF_MAX = 65504.0
 
 FLOAT_TYPES = frozenset(
     {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
@@ -79,21 +92,46 @@ def convert_tensor(source: GGUFFile, info: GGUFTensorInfo, policy: Policy) -> We
     if policy == "float32-all":
         return _dequantized(raw, info)
     if info.ggml_type in DECODERS:
-        return _quantized(repack(raw, info.ggml_type), info)
+        return _quantized(repack(raw, info.ggml_type), info, policy)
     if policy == "float32":
         return _dequantized(raw, info)
-    return _quantized(REQUANTIZED_TYPES[info.ggml_type](raw), info)
+    return _quantized(REQUANTIZED_TYPES[info.ggml_type](raw), info, policy)
 
 
-def _quantized(packed: PackedMatrix, info: GGUFTensorInfo) -> QuantizedTensor:
+def _quantized(packed: PackedMatrix, info: GGUFTensorInfo, policy: Policy) -> QuantizedTensor:
+    scales, biases = packed.scales, packed.biases
+    if policy == "auto":
+        scales, biases = half_groups(scales, biases)
     return QuantizedTensor(
         weight=mx.array(packed.weight),
-        scales=mx.array(packed.scales),
-        biases=mx.array(packed.biases),
+        scales=mx.array(scales),
+        biases=mx.array(biases),
         bits=packed.bits,
         group_size=GROUP_SIZE,
         shape=(info.shape[0], info.shape[1]),
     )
+
+
+def half_groups(scales: np.ndarray, biases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return float16 copies of float32 group scales and biases, or the originals.
+
+    float16 is used when every value is finite and at most HALF_MAX in
+    magnitude, and every nonzero scale is at least HALF_MIN_NORMAL (so
+    each rounds by at most 2**-12 of itself). Biases may be subnormal: their
+    rounding error, at most 2**-25, is far below a quantization step.
+    """
+    magnitudes = np.abs(scales)
+    nonzero = magnitudes[magnitudes > 0]
+    fits = (
+        bool(np.all(np.isfinite(scales)))
+        and bool(np.all(np.isfinite(biases)))
+        and float(magnitudes.max(initial=0.0)) <= HALF_MAX
+        and float(np.abs(biases).max(initial=0.0)) <= HALF_MAX
+        and float(nonzero.min(initial=HALF_MIN_NORMAL)) >= HALF_MIN_NORMAL
+    )
+    if not fits:
+        return scales, biases
+    return scales.astype(np.float16), biases.astype(np.float16)
 
 
 def _check_supported(path: Path, info: GGUFTensorInfo) -> None:

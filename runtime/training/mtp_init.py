@@ -23,13 +23,7 @@ from draftwise.runtime.weights import QuantizedTensor
 def dense(weight: mx.array | QuantizedTensor) -> mx.array:
     """Return a target weight as a float32 matrix."""
     if isinstance(weight, QuantizedTensor):
-        return mx.dequantize(
-            weight.weight,
-            weight.scales,
-            weight.biases,
-            group_size=weight.group_size,
-            bits=weight.bits,
-        ).astype(mx.float32)
+        return weight.dequantize()
     return weight.astype(mx.float32)
 
 

@@ -127,7 +127,8 @@ def _bad(w: QuantizedTensor, **changes: object) -> QuantizedTensor:
         ("bits_7", "bits=7"),
         ("group_size_16", "group_size=16"),
         ("scales_shape", "scales has shape"),
-        ("float16_biases", "biases must be float32"),
+        ("float16_biases", r"scales \(float32\) and biases \(float16\) must have the same"),
+        ("bfloat16_groups", "scales must be float32 or float16, got bfloat16"),
     ],
 )
 def test_quantized_matmul_rejects_bad_input(
@@ -148,6 +149,8 @@ def test_quantized_matmul_rejects_bad_input(
         w = _bad(w, scales=w.scales[:, :2])
     elif case == "float16_biases":
         w = _bad(w, biases=w.biases.astype(mx.float16))
+    elif case == "bfloat16_groups":
+        w = _bad(w, scales=w.scales.astype(mx.bfloat16), biases=w.biases.astype(mx.bfloat16))
     with pytest.raises(ValueError, match=expected):
         kernels.quantized_matmul(x, w)
 

@@ -15,11 +15,12 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 from loading_builders import HALF_FIELDS, TinyModelSpec, TinyVocab, write_tiny_gguf
 
+from draftwise.runtime import kernels
 from draftwise.runtime.errors import ModelFormatError, UnsupportedArchitectureError
 from draftwise.runtime.loading import gguf_loader, load_gguf
-from draftwise.runtime.loading.converted_cache import DIGEST_MEMO
+from draftwise.runtime.loading.converted_cache import DIGEST_MEMO, FORMAT_VERSION
 from draftwise.runtime.loading.gguf_file import read_gguf
-from draftwise.runtime.loading.gguf_tensors import convert_tensor
+from draftwise.runtime.loading.gguf_tensors import convert_tensor, half_groups
 from draftwise.runtime.weights import QuantizedTensor
 
 Q = GGMLQuantizationType
@@ -114,7 +115,7 @@ def test_load_gguf_half_precision_matrices(tmp_path: Path, cache_dir: Path) -> N
 
 
 def test_load_gguf_weights_match_gguf_dequantize(qwen_gguf: Path, cache_dir: Path) -> None:
-    model = load_gguf(qwen_gguf, cache_dir=cache_dir)
+    model = load_gguf(qwen_gguf, policy="exact", cache_dir=cache_dir)
     reference = reference_weights(qwen_gguf)
 
     assert set(model.weights) == set(reference)
@@ -134,6 +135,59 @@ def test_load_gguf_weights_match_gguf_dequantize(qwen_gguf: Path, cache_dir: Pat
             assert value.dtype == mx.float32, name
             assert np.array_equal(dense(value), expected), name
         assert tuple(value.shape) == expected.shape, name
+
+
+def test_load_gguf_auto_rounds_groups_to_float16(
+    qwen_gguf: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernels, "reads_half_groups", lambda: True)
+    auto = load_gguf(qwen_gguf, policy="auto", cache_dir=cache_dir)
+    exact = load_gguf(qwen_gguf, policy="exact", cache_dir=cache_dir)
+
+    for name, value in auto.weights.items():
+        if not isinstance(value, QuantizedTensor):
+            continue
+        reference = exact.weights[name]
+        assert isinstance(reference, QuantizedTensor), name
+        assert np.array_equal(np.array(value.weight), np.array(reference.weight)), name
+        expected_scales, expected_biases = half_groups(
+            np.array(reference.scales), np.array(reference.biases)
+        )
+        assert np.array(value.scales).dtype == expected_scales.dtype, name
+        assert np.array_equal(np.array(value.scales), expected_scales), name
+        assert np.array_equal(np.array(value.biases), expected_biases), name
+
+
+def test_load_gguf_auto_keeps_float32_groups_for_widening_kernels(
+    qwen_gguf: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernels, "reads_half_groups", lambda: False)
+    model = load_gguf(qwen_gguf, policy="auto", cache_dir=cache_dir)
+    quantized = [w for w in model.weights.values() if isinstance(w, QuantizedTensor)]
+    assert quantized
+    assert all(w.scales.dtype == mx.float32 for w in quantized)
+    assert model.policy == "exact"
+
+
+def test_half_groups_in_range_become_float16() -> None:
+    scales = np.array([[0.0, 2.0**-14, 0.02, -3.0]], dtype=np.float32)
+    biases = np.array([[1e-7, -0.5, 0.0, 65504.0]], dtype=np.float32)
+    half_scales, half_biases = half_groups(scales, biases)
+    assert half_scales.dtype == np.float16
+    assert half_biases.dtype == np.float16
+    assert np.array_equal(half_scales, scales.astype(np.float16))
+
+
+@pytest.mark.parametrize(
+    ("scale", "bias"),
+    [(2.0**-15, 0.0), (70000.0, 0.0), (np.inf, 0.0), (0.5, np.nan), (0.5, -70000.0)],
+)
+def test_half_groups_out_of_range_stay_float32(scale: float, bias: float) -> None:
+    scales = np.array([[0.25, scale]], dtype=np.float32)
+    biases = np.array([[0.0, bias]], dtype=np.float32)
+    kept_scales, kept_biases = half_groups(scales, biases)
+    assert kept_scales.dtype == np.float32
+    assert kept_biases.dtype == np.float32
 
 
 def test_load_gguf_float32_policy_q6_k(qwen_gguf: Path, cache_dir: Path) -> None:
@@ -235,12 +289,12 @@ def test_load_gguf_cache_hit_skips_conversion(
 
 
 def test_load_gguf_cache_keyed_by_policy(qwen_gguf: Path, cache_dir: Path) -> None:
-    load_gguf(qwen_gguf, cache_dir=cache_dir)
+    load_gguf(qwen_gguf, policy="exact", cache_dir=cache_dir)
     load_gguf(qwen_gguf, policy="float32", cache_dir=cache_dir)
     entries = sorted(path.name for path in cache_dir.iterdir() if path.is_dir())
     assert len(entries) == 2
-    assert entries[0].endswith("-auto-v1")
-    assert entries[1].endswith("-float32-v1")
+    assert entries[0].endswith(f"-exact-v{FORMAT_VERSION}")
+    assert entries[1].endswith(f"-float32-v{FORMAT_VERSION}")
 
 
 def test_load_gguf_memoizes_source_digest(qwen_gguf: Path, cache_dir: Path) -> None:
@@ -281,4 +335,4 @@ def test_load_gguf_default_cache_dir_uses_draftwise_home(
 ) -> None:
     monkeypatch.setenv("DRAFTWISE_HOME", str(tmp_path / "home"))
     load_gguf(qwen_gguf)
-    assert list((tmp_path / "home" / "converted").glob("*-auto-v1/model.json"))
+    assert list((tmp_path / "home" / "converted").glob(f"*-v{FORMAT_VERSION}/model.json"))
