@@ -141,7 +141,7 @@ inline void chunk_weights(const uint8_t* chunk, __m512i& first, __m512i& second)
 }
 
 // Group scales and biases come as float (float32) or uint16_t (float16
-// bits, widened exactly); every function below gives the same floats for
+// bits, widened exactly). Every function below gives the same floats for
 // both when the values are the same.
 
 // Returns the group value at `groups[i]` (for the cold paths).

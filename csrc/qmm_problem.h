@@ -35,8 +35,8 @@ struct QmmProblem {
   // shared read-only by all threads; nullptr for variants without prepare.
   const void* prepared = nullptr;
   // float16 group scales and biases (IEEE binary16 bits) in place of
-  // `scales` and `biases`, set only for a variant whose reads_half_groups
-  // returns true for this problem; nullptr otherwise.
+  // `scales` and `biases`. They are set only for a variant whose
+  // reads_half_groups returns true for this problem, and are nullptr otherwise.
   const uint16_t* half_scales = nullptr;
   const uint16_t* half_biases = nullptr;
 };
