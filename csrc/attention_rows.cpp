@@ -143,7 +143,7 @@ constexpr int64_t kMaxBlockRows = 8;
 // Keys per tile of the value sums: 32 value rows of up to 256 floats fit in L1.
 constexpr int64_t kKeyTile = 32;
 
-// Positions [begin, end) of the keys that `row` sees, as key indices.
+// Key indices [begin, end) of the positions that `row` attends to.
 struct KeyRange {
   int64_t begin;
   int64_t end;
@@ -162,8 +162,8 @@ KeyRange keys_seen(const Problem& p, int64_t row) {
 // that share key/value head kv: scores over the keys each row attends to, a
 // softmax with each (row, head) maximum subtracted, then the weighted sum of
 // values. Each key and value row is read once for all those rows and heads.
-// Every (row, head) sees the same float operations, in the same order, as a
-// call for that row and head alone; only the loops around them are shared.
+// Every (row, head) gets the same float operations, in the same order, as a
+// call for that row and head alone. Only the loops around them are shared.
 DRAFTWISE_ISA_CLONES void attend_kv_block(const Problem& p, int64_t kv, int64_t row_begin,
                                           int64_t row_end, std::vector<float>& scratch) {
   const int64_t heads = p.heads / p.kv_heads;
@@ -326,7 +326,7 @@ void AttentionRows::eval_cpu(const std::vector<mx::array>& inputs, mx::array& ou
     Problem p{view_of(q), view_of(k), view_of(v), out.data<float>(),
               q.shape(0), q.shape(1), k.shape(0), k.shape(1), q.shape(2),
               query_start, key_start, window, scale};
-    // Rows split into equal blocks of at most kMaxBlockRows; one task per
+    // Rows split into equal blocks of at most kMaxBlockRows, with one task per
     // (key/value head, block). The split changes no float operation.
     const int64_t blocks = (p.rows + kMaxBlockRows - 1) / kMaxBlockRows;
     const int64_t block_rows = (p.rows + blocks - 1) / blocks;

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "avx512_sum_lanes.h"
 #include "half_groups.h"
@@ -209,22 +210,13 @@ inline __m512 chunk_scales(const Group* scales) {
   }
 }
 
-// The problem's scales and biases as Group values.
+// Returns whichever of a problem's float32 or float16 group arrays has type Group.
 template <typename Group>
-const Group* scales_of(const QmmProblem& p) {
-  if constexpr (sizeof(Group) == sizeof(float)) {
-    return p.scales;
+const Group* groups_as(const float* float32_groups, const uint16_t* float16_groups) {
+  if constexpr (std::is_same_v<Group, float>) {
+    return float32_groups;
   } else {
-    return p.half_scales;
-  }
-}
-
-template <typename Group>
-const Group* biases_of(const QmmProblem& p) {
-  if constexpr (sizeof(Group) == sizeof(float)) {
-    return p.biases;
-  } else {
-    return p.half_biases;
+    return float16_groups;
   }
 }
 
@@ -242,7 +234,7 @@ void i8_column(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_
   const int64_t full_chunks = blocks / kChunkBlocks;
   const int64_t groups = p.k / p.group_size;
   const uint8_t* weights = reinterpret_cast<const uint8_t*>(p.weight) + n * (p.k * BITS / 8);
-  const Group* scales = scales_of<Group>(p) + n * groups;
+  const Group* scales = groups_as<Group>(p.scales, p.half_scales) + n * groups;
   // Row r of chunk c: x + c * x_stride + r * kChunk, d + c * d_stride + r * 16.
   const int8_t* x = prepared.x + m0 * kChunk;
   const float* d = prepared.d + m0 * 16;
@@ -289,7 +281,7 @@ void i8_column(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_
   }
 
   // Biases: sum over groups of bias * group sum of x, 16 groups per step.
-  const Group* bias = biases_of<Group>(p) + n * groups;
+  const Group* bias = groups_as<Group>(p.biases, p.half_biases) + n * groups;
   for (int r = 0; r < MR; ++r) {
     const float* group_sum = prepared.group_sum + (m0 + r) * prepared.padded_groups;
     __m512 terms = _mm512_setzero_ps();

@@ -49,11 +49,10 @@ struct HalfGroups {
   const uint16_t* biases = nullptr;
 };
 
-// Runs a variant over the whole problem on the global thread pool. With
-// float16 groups, a variant that reads them gets them as they are; for the
-// others, each task widens its columns' scales and biases to float32 first.
-// Either way every variant computes the same as with float32 groups that
-// hold the same values.
+// Runs a variant over the whole problem on the global thread pool. A variant
+// that reads float16 groups gets them as they are. For the others, each task
+// first widens its columns' scales and biases to float32. Either way every
+// variant computes the same as with float32 groups of the same values.
 void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& problem,
                           const HalfGroups& half = {});
 

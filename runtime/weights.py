@@ -40,8 +40,9 @@ def dequantize_float32(
 ) -> mx.array:
     """Return ``mx.dequantize`` computed in float32, also for float16 scales and biases.
 
-    MLX dequantizes in the scales' dtype, so float16 scales would round every
-    weight to float16; widening them first (exactly) keeps float32 weights.
+    ``mx.dequantize`` returns the scales' dtype (MLX 0.32), so float16 scales
+    would round every weight to float16. Widening them first, which is exact,
+    keeps float32 weights.
     """
     return mx.dequantize(
         weight,

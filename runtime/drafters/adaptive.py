@@ -51,15 +51,16 @@ SHARED_MIN_ACCEPTANCE = 0.8
 # session that shared every pass so far, for example) it may catch up once.
 MAX_DRAFT_MODEL_BACKLOG = 8
 
-# Classes of n-gram match length: class i holds lengths from NGRAM_MATCH_CLASSES[i - 1]
-# (from the shortest for i = 0) up to NGRAM_MATCH_CLASSES[i] - 1.
+# Bounds of the n-gram match classes: class i contains the lengths from
+# NGRAM_MATCH_CLASSES[i - 1] (from the shortest for i = 0) up to NGRAM_MATCH_CLASSES[i] - 1,
+# and the last class every length from NGRAM_MATCH_CLASSES[-1] on.
 NGRAM_MATCH_CLASSES = (4, 8)
 
 
 @dataclass
 class _Option:
     drafter: Drafter | None  # None for COMBINED, which runs two of the other options' drafters
-    # The tuner for this round; for the n-gram option, the one of the current match's class.
+    # The tuner for this round. For the n-gram option it is the one of the current match's class.
     tuner: DraftLengthTuner
     # The n-gram option's tuners, one per match class, sharing the round timings.
     classes: list[DraftLengthTuner] | None = None

@@ -77,6 +77,9 @@ def storage_policy(policy: Policy) -> Policy:
     float16 group scales itself (see `gguf_tensors`). The converted cache is
     keyed by the returned policy, so each layout has its own entry.
     """
+    # NOTE: the choice follows DRAFTWISE_KERNEL_MATH at load time. A process
+    # that changes it afterwards keeps the stored layout, and kernels that do
+    # not read float16 groups then widen them on every call (same results, slower).
     from draftwise.runtime.kernels import reads_half_groups
 
     if policy == "auto" and not reads_half_groups():

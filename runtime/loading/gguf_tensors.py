@@ -10,10 +10,10 @@ Policies:
   stored as float16 when they fit (see `half_groups`). `gguf_loader` asks
   for this layout only where the kernel reads float16 groups itself. A
   one-row matmul reads every weight once and is bound by memory bandwidth.
-  At 4 bits, float32 groups of 32 add 0.25 bytes to the 0.5 of each weight,
-  and float16 halves that. Rounding a scale to float16 moves it by at most 2**-12 of
-  itself (Q4_0, Q4_1, Q5_0 and Q8_0 scales are float16 in the file and stay
-  exact).
+  At 4 bits, float32 groups of 32 add 0.25 bytes to the 0.5 of each
+  weight, and float16 halves that. Rounding a scale to float16 moves it by
+  at most 2**-12 of itself. Q4_0, Q4_1, Q5_0 and Q8_0 scales are float16 in
+  the file and stay exact.
 - ``"float32"``: as ``"exact"``, but Q6_K is dequantized to float32.
 - ``"float32-all"``: every tensor is dequantized to float32 with
   `gguf.quants.dequantize`, an independent reference for accuracy checks.

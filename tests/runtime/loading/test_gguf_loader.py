@@ -158,7 +158,7 @@ def test_load_gguf_auto_rounds_groups_to_float16(
         assert np.array_equal(np.array(value.biases), expected_biases), name
 
 
-def test_load_gguf_auto_keeps_float32_groups_for_widening_kernels(
+def test_load_gguf_auto_without_half_kernel(
     qwen_gguf: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(kernels, "reads_half_groups", lambda: False)
