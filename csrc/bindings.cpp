@@ -6,6 +6,8 @@
 
 #include "attention_rows.h"
 #include "cpu_features.h"
+#include "huge_pages.h"
+#include "norm_rope.h"
 #include "qmm_op.h"
 #include "silu_mul.h"
 #include "thread_pool.h"
@@ -49,6 +51,24 @@ The result is float32 [rows, f]. Each element depends only on its own gate
 and up values, through the same float operations on every CPU, so it does
 not depend on the row count. Raises ValueError naming any invalid argument.)");
 
+  m.def("rms_norm_rows", &draftwise::rms_norm_rows, "x"_a, "weight"_a, "eps"_a, nb::kw_only(),
+        "stream"_a = nb::none(),
+        R"(Return x * rsqrt(mean(x ** 2, axis=-1) + eps) * weight as one lazy operation.
+
+x is float32 [rows, d] or [a, rows, d], weight float32 [d]. Each row is
+normalised on its own (squares summed in double, in a fixed order), so its
+result does not depend on the row count. Raises ValueError naming any
+invalid argument.)");
+
+  m.def("rope_rows", &draftwise::rope_rows, "x"_a, "offset"_a, "base"_a, "scale"_a,
+        "traditional"_a, nb::kw_only(), "stream"_a = nb::none(),
+        R"(Return x [heads, rows, d] rotated as positions offset .. offset + rows - 1.
+
+The same rotation as mx.fast.rope(x, d, traditional=traditional, base=base,
+scale=scale, offset=offset), with angles, cosines and sines computed in
+double and rounded once, as one lazy operation. Each row depends only on its
+own values and position. Raises ValueError naming any invalid argument.)");
+
   m.def(
       "reads_half_groups",
       [](const std::string& isa, const std::string& math, int bits) {
@@ -62,6 +82,13 @@ not depend on the row count. Raises ValueError naming any invalid argument.)");
       R"(Return whether the variant for isa and math reads float16 scales and biases itself
 for bits-wide weights. Other variants get them widened to float32 per call, which
 costs about what reading float32 groups costs.)");
+  m.def("on_huge_pages", &draftwise::on_huge_pages, "a"_a,
+        "min_bytes"_a = draftwise::kHugePageBytes,
+        R"(Return a copy of a in memory advised for transparent huge pages (Linux).
+
+Returns a itself when it is smaller than min_bytes or not contiguous, and on
+platforms without the advice. Evaluates a. The values never change; whether
+the kernel backs the copy with huge pages depends on its THP setting.)");
   m.def(
       "default_isa", [] { return draftwise::isa_of(draftwise::default_variant()); },
       "Return the ISA used when none is named, chosen once by CPU feature.");

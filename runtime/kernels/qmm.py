@@ -41,6 +41,12 @@ KERNEL_ENV = "DRAFTWISE_KERNEL"
 # Other weight widths keep float32 math in every mode.
 MATH_ENV = "DRAFTWISE_KERNEL_MATH"
 MATH_CHOICES = ("auto", "f32", "bf16", "int8")
+# "off" keeps weights where the loader put them, on ordinary 4 KiB pages
+# (benchmarks compare both); "on", the default, copies large weights onto
+# transparent huge pages, see `on_huge_pages`.
+HUGE_PAGES_ENV = "DRAFTWISE_HUGE_PAGES"
+# Arrays smaller than this stay where they are: they span less than one huge page.
+HUGE_PAGE_BYTES = 2 << 20
 
 
 def _import_extension() -> tuple[ModuleType | None, str | None]:
@@ -195,6 +201,74 @@ def attention_rows(
     result: mx.array = _EXTENSION.attention_rows(
         queries, keys, values, query_start, key_start, scale, window
     )
+    return result
+
+
+def rms_norm_rows(x: mx.array, weight: mx.array, eps: float) -> mx.array | None:
+    """Return ``x * rsqrt(mean(x ** 2, axis=-1) + eps) * weight`` as one operation, or None.
+
+    On the CPU, ``mx.fast.rms_norm`` expands into about ten MLX operations per
+    call. None when the extension is not loaded or the arrays are not float32
+    ``[rows, d]`` / ``[a, rows, d]`` with ``weight`` ``[d]``; the caller then
+    uses ``mx.fast.rms_norm``.
+    """
+    if _unavailable_reason() is not None or _EXTENSION is None:
+        return None
+    if x.dtype != mx.float32 or weight.dtype != mx.float32 or x.ndim not in (2, 3):
+        return None
+    if weight.shape != (x.shape[-1],):
+        return None
+    result: mx.array = _EXTENSION.rms_norm_rows(x, weight, eps)
+    return result
+
+
+def rope_rows(
+    x: mx.array, offset: int, base: float, scale: float, traditional: bool
+) -> mx.array | None:
+    """Return ``x`` ``[heads, rows, d]`` rotated for positions ``offset ..`` as one operation.
+
+    The rotation of ``mx.fast.rope(x, d, ...)``, whose CPU reference graph has
+    about twenty MLX operations per call, with angles computed in double. None
+    when the extension is not loaded or ``x`` is not float32 ``[heads, rows, d]``
+    with an even ``d``; the caller then uses ``mx.fast.rope``.
+    """
+    if _unavailable_reason() is not None or _EXTENSION is None:
+        return None
+    if x.dtype != mx.float32 or x.ndim != 3 or x.shape[-1] % 2:
+        return None
+    result: mx.array = _EXTENSION.rope_rows(x, offset, base, scale, traditional)
+    return result
+
+
+def huge_pages_enabled() -> bool:
+    """Return whether `on_huge_pages` moves arrays: DRAFTWISE_HUGE_PAGES is "on" (default) or "off".
+
+    Raises ValueError for any other value, naming it and the choices.
+    """
+    value = os.environ.get(HUGE_PAGES_ENV, "on").strip().lower() or "on"
+    if value not in ("on", "off"):
+        raise ValueError(f"{HUGE_PAGES_ENV}={value!r} is not supported; use 'on' or 'off'")
+    return value == "on" and _EXTENSION is not None and mx.default_device() == mx.cpu
+
+
+def on_huge_pages(array: mx.array, min_bytes: int | None = None) -> mx.array:
+    """Return ``array`` copied into memory advised for transparent huge pages, or itself.
+
+    Decoding reads every weight once per token. On 4 KiB pages the CPU misses
+    its TLB every 4 KiB and its prefetchers restart at every page boundary;
+    on 2 MiB pages neither happens. The copy has the same values, dtype and
+    shape. ``array`` itself comes back when it is smaller than ``min_bytes``
+    (default `HUGE_PAGE_BYTES`) or not contiguous, without the extension, off Linux, or with
+    DRAFTWISE_HUGE_PAGES=off. Whether the kernel then backs the copy with huge
+    pages depends on its THP setting ("always" or "madvise"; not "never").
+    """
+    if not huge_pages_enabled():
+        return array
+    assert _EXTENSION is not None
+    threshold = HUGE_PAGE_BYTES if min_bytes is None else min_bytes
+    if threshold < 0:
+        raise ValueError(f"min_bytes {threshold} must be >= 0")
+    result: mx.array = _EXTENSION.on_huge_pages(array, threshold)
     return result
 
 

@@ -61,6 +61,16 @@ def embed(token_ids: mx.array, table: Weight) -> mx.array:
 
 
 def rms_norm(x: mx.array, weight: mx.array, eps: float) -> mx.array:
+    """Normalise each row of ``x`` by its root mean square and scale it by ``weight``.
+
+    One operation in the kernel extension when it is built (on the CPU,
+    ``mx.fast.rms_norm`` expands into its reference graph), MLX's otherwise.
+    """
+    from draftwise.runtime.kernels import rms_norm_rows
+
+    out = rms_norm_rows(x, weight, eps)
+    if out is not None:
+        return out
     return mx.fast.rms_norm(x, weight, eps)
 
 
@@ -89,7 +99,15 @@ def gelu_tanh(x: mx.array) -> mx.array:
 
 
 def rope(x: mx.array, offset: int, theta: float, scale: float, traditional: bool) -> mx.array:
-    """Rotate ``x`` ``[heads, n, head_dim]`` for positions ``offset .. offset + n - 1``."""
+    """Rotate ``x`` ``[heads, n, head_dim]`` for positions ``offset .. offset + n - 1``.
+
+    One operation in the kernel extension when it is built, MLX's otherwise.
+    """
+    from draftwise.runtime.kernels import rope_rows
+
+    out = rope_rows(x, offset, theta, scale, traditional)
+    if out is not None:
+        return out
     return mx.fast.rope(
         x, x.shape[-1], traditional=traditional, base=theta, scale=scale, offset=offset
     )

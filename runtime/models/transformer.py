@@ -67,7 +67,6 @@ class Transformer:
         self.traditional_rope = traditional_rope
         self.activation = activation
         self.name = name
-        self._head: Weight = weights.get("output.weight", weights["token_embd.weight"])
         # The post-final-norm hidden states of the newest call's output rows,
         # lazy: an MTP drafter reads the row that chose the newest token.
         self.last_hidden: mx.array | None = None
@@ -76,10 +75,16 @@ class Transformer:
         # Per layer, the query/key/value and gate/up projections fused into one
         # matrix each where their formats match (see `_fuse`).
         self._fused: dict[str, tuple[QuantizedTensor, mx.array | None, list[int]]] = {}
+        # Names in `weights` that are views of a fused matrix.
+        self._views: set[str] = set()
         for layer in range(config.num_layers):
             prefix = f"blk.{layer}."
             self._fuse(prefix + "attn_qkv", [prefix + n for n in ("attn_q", "attn_k", "attn_v")])
             self._fuse(prefix + "ffn_gate_up", [prefix + n for n in ("ffn_gate", "ffn_up")])
+        for name, weight in weights.items():
+            if name not in self._views:
+                weights[name] = self._on_huge_pages(weight)
+        self._head: Weight = weights.get("output.weight", weights["token_embd.weight"])
 
     def _check_weights(self) -> None:
         missing = [] if "token_embd.weight" in self.weights else ["token_embd.weight"]
@@ -135,6 +140,7 @@ class Transformer:
             (sum(rows), first.shape[1]),
         )
         mx.eval(self.parameters_of(fused), *([] if bias is None else [bias]))
+        fused = self._on_huge_pages(fused)
         start = 0
         views: list[mx.array] = []
         for name, part in zip(names, parts, strict=True):
@@ -148,14 +154,38 @@ class Transformer:
                 part.shape,
             )
             self.weights[name + ".weight"] = view
+            self._views.add(name + ".weight")
             views += self.parameters_of(view)
             if bias is not None:
                 bias_view = bias[start:end]
                 self.weights[name + ".bias"] = bias_view
+                self._views.add(name + ".bias")
                 views.append(bias_view)
             start = end
         mx.eval(views)
         self._fused[key] = (fused, bias, rows)
+
+    @staticmethod
+    def _on_huge_pages(weight: Weight) -> Weight:
+        """Return ``weight`` with each large array copied onto transparent huge pages.
+
+        See `draftwise.runtime.kernels.on_huge_pages`: one-row decoding
+        streams every weight per token, and on 2 MiB pages it stops taking a
+        TLB miss and a prefetcher restart every 4 KiB. The old arrays are
+        freed once nothing else holds them. Values never change.
+        """
+        from draftwise.runtime.kernels import on_huge_pages
+
+        if isinstance(weight, QuantizedTensor):
+            return QuantizedTensor(
+                on_huge_pages(weight.weight),
+                on_huge_pages(weight.scales),
+                on_huge_pages(weight.biases),
+                weight.bits,
+                weight.group_size,
+                weight.shape,
+            )
+        return on_huge_pages(weight)
 
     def limit_head(self, head_rows: int) -> None:
         """Compute logits for token ids below ``head_rows`` only.
