@@ -25,6 +25,7 @@
 // split the blocks differently. Other bit widths run the AVX-512 float32 kernel.
 #include "avx512_intrinsics.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -348,8 +349,25 @@ void i8_row_tile(const QmmProblem& p, const Prepared& prepared, int64_t m0, int 
   });
 }
 
+// Columns per pool task: about kTaskBytes of weights and groups, and at
+// least kMinTasks tasks per matrix so that both threads stay busy. A task
+// streams its columns' bytes in address order, and every task start makes the
+// hardware prefetchers pick up new streams; tasks of 32 columns (24 KiB of a
+// 4-bit 1,536-wide matrix) made one-row decoding about 10% slower on the
+// 2-core Zen 4 machine of docs/benchmarks.md. Each column is computed on its
+// own, so the split never changes a bit.
+constexpr int64_t kTaskBytes = int64_t{512} << 10;
+constexpr int64_t kMinTasks = 8;
+
 int64_t i8_column_chunk(const QmmProblem& p) {
-  return i8_bits(p.bits) ? 32 : kAvx512F32.column_chunk(p);
+  if (!i8_bits(p.bits)) {
+    return kAvx512F32.column_chunk(p);
+  }
+  // Weights plus float32 scales and biases (float16 groups read half that).
+  const int64_t column_bytes = p.k * p.bits / 8 + (p.k / p.group_size) * 8;
+  const int64_t by_bytes = std::max<int64_t>(kTaskBytes / column_bytes, 1);
+  const int64_t by_tasks = std::max<int64_t>((p.n + kMinTasks - 1) / kMinTasks, 1);
+  return std::min(by_bytes, by_tasks);
 }
 
 size_t i8_scratch_floats(const QmmProblem& p) {
