@@ -180,8 +180,9 @@ void RopeRows::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
       }
     }
     float* y = out.data<float>();
-    const int64_t first_step = traditional ? 2 : 1;  // index of pair j's first element: j * step
-    const int64_t second_gap = traditional ? 1 : half;  // its second element follows this far
+    // Pair j is elements (j, j + half), or (2j, 2j + 1) in the traditional layout.
+    const int64_t first_step = traditional ? 2 : 1;
+    const int64_t second_gap = traditional ? 1 : half;
     for (int64_t a = 0; a < v.outer; ++a) {
       for (int64_t r = 0; r < v.rows; ++r) {
         const float* row = v.data + a * v.outer_stride + r * v.row_stride;

@@ -1,8 +1,8 @@
 // RMS normalisation and rotary position embedding as one MLX operation each.
 //
 // On the CPU, mx.fast.rms_norm and mx.fast.rope expand into their reference
-// graphs: about 100 small operations per decoder layer, a third of a
-// one-row decode step's MLX dispatch work. Each operation here is one node.
+// graphs. With them a one-row step of a 28-layer model built 3,232 MLX nodes,
+// and with the operations here 982.
 // Every output row depends only on its own input row (and, for rope, its
 // position), through the same float operations whatever the row count, so
 // both keep the verify pass's rows bit-identical to single-row steps.

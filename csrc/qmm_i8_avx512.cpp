@@ -352,7 +352,7 @@ void i8_row_tile(const QmmProblem& p, const Prepared& prepared, int64_t m0, int 
 // Columns per pool task: about kTaskBytes of weights and groups, and at
 // least kMinTasks tasks per matrix so that both threads stay busy. A task
 // streams its columns' bytes in address order, and every task start makes the
-// hardware prefetchers pick up new streams; tasks of 32 columns (24 KiB of a
+// hardware prefetchers pick up new streams. Tasks of 32 columns (24 KiB of a
 // 4-bit 1,536-wide matrix) made one-row decoding about 10% slower on the
 // 2-core Zen 4 machine of docs/benchmarks.md. Each column is computed on its
 // own, so the split never changes a bit.

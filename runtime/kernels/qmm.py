@@ -41,9 +41,9 @@ KERNEL_ENV = "DRAFTWISE_KERNEL"
 # Other weight widths keep float32 math in every mode.
 MATH_ENV = "DRAFTWISE_KERNEL_MATH"
 MATH_CHOICES = ("auto", "f32", "bf16", "int8")
-# "off" keeps weights where the loader put them, on ordinary 4 KiB pages
-# (benchmarks compare both); "on", the default, copies large weights onto
-# transparent huge pages, see `on_huge_pages`.
+# "on" (the default) copies large weights onto transparent huge pages, see
+# `on_huge_pages`. "off" keeps them where the loader put them, on ordinary
+# 4 KiB pages, so that benchmarks can compare both.
 HUGE_PAGES_ENV = "DRAFTWISE_HUGE_PAGES"
 # Arrays smaller than this stay where they are: they span less than one huge page.
 HUGE_PAGE_BYTES = 2 << 20
@@ -207,8 +207,8 @@ def attention_rows(
 def rms_norm_rows(x: mx.array, weight: mx.array, eps: float) -> mx.array | None:
     """Return ``x * rsqrt(mean(x ** 2, axis=-1) + eps) * weight`` as one operation, or None.
 
-    On the CPU, ``mx.fast.rms_norm`` expands into about ten MLX operations per
-    call. None when the extension is not loaded or the arrays are not float32
+    On the CPU, ``mx.fast.rms_norm`` expands into its reference graph of small
+    MLX operations. None when the extension is not loaded or the arrays are not float32
     ``[rows, d]`` / ``[a, rows, d]`` with ``weight`` ``[d]``; the caller then
     uses ``mx.fast.rms_norm``.
     """
@@ -227,8 +227,8 @@ def rope_rows(
 ) -> mx.array | None:
     """Return ``x`` ``[heads, rows, d]`` rotated for positions ``offset ..`` as one operation.
 
-    The rotation of ``mx.fast.rope(x, d, ...)``, whose CPU reference graph has
-    about twenty MLX operations per call, with angles computed in double. None
+    The rotation of ``mx.fast.rope(x, d, ...)``, which expands into its
+    reference graph on the CPU, with angles computed in double. None
     when the extension is not loaded or ``x`` is not float32 ``[heads, rows, d]``
     with an even ``d``; the caller then uses ``mx.fast.rope``.
     """
@@ -255,8 +255,8 @@ def on_huge_pages(array: mx.array, min_bytes: int | None = None) -> mx.array:
     """Return ``array`` copied into memory advised for transparent huge pages, or itself.
 
     Decoding reads every weight once per token. On 4 KiB pages the CPU misses
-    its TLB every 4 KiB and its prefetchers restart at every page boundary;
-    on 2 MiB pages neither happens. The copy has the same values, dtype and
+    its TLB every 4 KiB and its prefetchers restart at every page boundary.
+    On 2 MiB pages neither happens. The copy has the same values, dtype and
     shape. ``array`` itself comes back when it is smaller than ``min_bytes``
     (default `HUGE_PAGE_BYTES`) or not contiguous, without the extension, off Linux, or with
     DRAFTWISE_HUGE_PAGES=off. Whether the kernel then backs the copy with huge

@@ -140,7 +140,9 @@ class Transformer:
             (sum(rows), first.shape[1]),
         )
         mx.eval(self.parameters_of(fused), *([] if bias is None else [bias]))
-        fused = self._on_huge_pages(fused)
+        placed = self._on_huge_pages(fused)
+        assert isinstance(placed, QuantizedTensor)
+        fused = placed
         start = 0
         views: list[mx.array] = []
         for name, part in zip(names, parts, strict=True):
@@ -172,7 +174,7 @@ class Transformer:
         See `draftwise.runtime.kernels.on_huge_pages`: one-row decoding
         streams every weight per token, and on 2 MiB pages it stops taking a
         TLB miss and a prefetcher restart every 4 KiB. The old arrays are
-        freed once nothing else holds them. Values never change.
+        freed once nothing else references them. Values never change.
         """
         from draftwise.runtime.kernels import on_huge_pages
 
