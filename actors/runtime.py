@@ -67,7 +67,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     draft: str | None = None
     """Draft model name; None: n-gram drafts only."""
     drafter: str = "auto"
-    """"auto", "draft_model" or "ngram"."""
+    """"auto", "draft_model" or "ngram" ("mtp" is rejected: no MTP drafter is hosted)."""
     policy: str = "auto"
     """Weight policy of the loader."""
     store_dir: str | None = None
@@ -91,6 +91,21 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         for bad, text in problems:
             if bad:
                 raise RuntimeRequestError(ErrorCode.INVALID_REQUEST, f"{text}; fix RuntimeConfig")
+        from draftwise.runtime.drafters.mtp_catalogue import is_mtp_drafter
+
+        if self.drafter == "mtp" or (self.draft is not None and is_mtp_drafter(self.draft)):
+            # NOTE: the draft actor builds draft-model and n-gram drafters only.
+            named = (
+                f"draft '{self.draft}' is an MTP drafter"
+                if self.draft is not None and is_mtp_drafter(self.draft)
+                else f"drafter '{self.drafter}' needs an MTP drafter"
+            )
+            raise RuntimeRequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"{named}, which the runtime and server do not host yet; "
+                "use it with `draftwise generate --draft` or `draftwise bench --draft`, or "
+                "serve a draft model such as qwen2.5-coder:0.5b",
+            )
 
 
 class Runtime:

@@ -81,7 +81,9 @@ def kernel_math() -> str:
     """
     value = os.environ.get(MATH_ENV, "auto").strip().lower() or "auto"
     if value not in MATH_CHOICES:
-        raise ValueError(f"{MATH_ENV}={value!r} is not supported; use one of {MATH_CHOICES}")
+        raise ValueError(
+            f"{MATH_ENV}={value!r} is not supported; use one of {', '.join(MATH_CHOICES)}"
+        )
     if value == "auto":
         if _vnni_int8_usable():
             return "int8"

@@ -59,6 +59,14 @@ def resolve_in(store: ModelStore, name_or_path: str | Path) -> ResolvedModel:
 
 
 def _not_a_model_message(store: ModelStore, text: str) -> str:
+    # Imported here: the drafter modules import the store.
+    from draftwise.runtime.drafters.mtp_catalogue import SHIPPED
+
+    if text in SHIPPED:
+        return (
+            f"{text!r} is an MTP drafter, not a language model; pass it as a draft, "
+            f"for example `draftwise generate --draft {text}`"
+        )
     return (
         f"{text!r} is neither a known model name nor an existing path; known models: "
         f"{', '.join(sorted(store.catalogue))}; a path must be a GGUF file or a folder "

@@ -612,3 +612,11 @@ def test_pull_real_qwen_draft_model(tmp_path: Path) -> None:
     assert manifest["sha256"] == sha256_of_file(path)
     assert manifest["size_bytes"] == path.stat().st_size
     assert len(manifest["sources"]) == 6
+
+
+def test_resolve_names_mtp_drafter_as_draft(tmp_path: Path) -> None:
+    store, _ = make_store(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="is an MTP drafter, not a language model"):
+        resolve_in(store, "qwen2.5-coder:1.5b-mtp")
+    with pytest.raises(ModelNotFoundError, match="neither a known model name nor an existing"):
+        resolve_in(store, "no-such-model:1b")

@@ -54,6 +54,20 @@ async def test_runtime_open_rejects_bad_config():
             pass
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"draft": "qwen2.5-coder:1.5b-mtp"}, "draft 'qwen2.5-coder:1.5b-mtp' is an MTP"),
+        ({"drafter": "mtp"}, "drafter 'mtp' needs an MTP drafter"),
+    ],
+)
+def test_runtime_config_rejects_mtp_drafter(fields, named):
+    with pytest.raises(RuntimeRequestError, match="do not host yet") as refused:
+        RuntimeConfig(model="tiny", **fields).validate()
+    assert named in refused.value.message
+    assert "draftwise generate --draft" in refused.value.message
+
+
 @pytest.mark.parametrize("speculation", ["auto", "off"])
 async def test_runtime_stop_string_and_max_tokens_exact(speculation):
     models = tiny_models()
