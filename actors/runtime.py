@@ -67,7 +67,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     draft: str | None = None
     """Draft model name; None: n-gram drafts only."""
     drafter: str = "auto"
-    """"auto", "draft_model" or "ngram" ("mtp" is rejected: no MTP drafter is hosted)."""
+    """"auto", "draft_model" or "ngram" ("mtp" is rejected, because no MTP drafter is hosted)."""
     policy: str = "auto"
     """Weight policy of the loader."""
     store_dir: str | None = None

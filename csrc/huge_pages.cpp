@@ -14,9 +14,11 @@ namespace draftwise {
 
 namespace {
 
-// MLX's CPU allocator hands out buffers whose first 8 bytes hold the size
+// MLX's CPU allocator hands out buffers whose first 8 bytes contain the size
 // and whose data follows (Buffer::raw_ptr). A buffer made here follows that
 // layout, with the data 64-byte aligned, and frees itself with munmap.
+// NOTE: MLX's memory counters (mx.get_active_memory) do not include these
+// buffers, because they bypass its allocator.
 constexpr size_t kDataOffset = 64;
 
 size_t round_up(size_t value, size_t step) { return (value + step - 1) / step * step; }

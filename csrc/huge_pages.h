@@ -9,7 +9,8 @@ namespace draftwise {
 
 namespace mx = mlx::core;
 
-// The size of a transparent huge page on x86-64 and most arm64 kernels.
+// The size of a transparent huge page with 4 KiB base pages (x86-64, and
+// arm64 kernels built with 4 KiB pages).
 constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 // Returns a copy of `a` whose data sits in memory advised for transparent
@@ -17,10 +18,10 @@ constexpr size_t kHugePageBytes = size_t{2} << 20;
 // contiguous, or the platform offers no such advice.
 //
 // Decoding streams every weight once per token. With 4 KiB pages the CPU
-// takes a TLB miss every 4 KiB and its prefetchers restart at every page
-// boundary; with 2 MiB pages neither happens. The copy evaluates `a` first.
-// The kernel decides whether the advice is honoured (it needs THP enabled as
-// "always" or "madvise"); the data is the same either way.
+// takes a TLB miss every 4 KiB, and hardware prefetchers usually stop at page
+// boundaries. With 2 MiB pages neither happens. The copy evaluates `a` first.
+// The kernel honours the advice only with THP set to "always" or "madvise",
+// and the data is the same either way.
 mx::array on_huge_pages(mx::array a, size_t min_bytes);
 
 }  // namespace draftwise

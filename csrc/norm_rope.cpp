@@ -24,7 +24,7 @@ mx::Stream cpu_stream(const char* op, mx::StreamOrDevice s) {
   return stream;
 }
 
-// An input seen as [outer][rows][d] with unit stride along d.
+// A view of an input as [outer][rows][d] with unit stride along d.
 struct RowView {
   const float* data;
   int64_t outer;
@@ -59,12 +59,15 @@ RowView view_rows(const mx::array& in, std::vector<float>& dense) {
 }
 
 void check_rows(const char* op, const mx::array& x) {
-  if (x.dtype() != mx::float32 || x.ndim() < 2 || x.ndim() > 3) {
-    reject(op, "x must be a float32 array of 2 or 3 dimensions, got " +
-                   std::to_string(x.ndim()) + " dimensions");
+  if (x.dtype() != mx::float32) {
+    reject(op, "x must be float32; convert it with x.astype(mx.float32)");
+  }
+  if (x.ndim() < 2 || x.ndim() > 3) {
+    reject(op, "x has " + std::to_string(x.ndim()) +
+                   " dimensions; it needs 2 ([rows, d]) or 3 ([a, rows, d])");
   }
   if (x.shape(-1) == 0) {
-    reject(op, "x has an empty last dimension");
+    reject(op, "x has an empty last dimension; it needs d >= 1");
   }
 }
 
@@ -79,7 +82,7 @@ mx::array rms_norm_rows(const mx::array& x, const mx::array& weight, float eps,
                     "] to match x's last dimension");
   }
   if (!(eps >= 0.0f) || !std::isfinite(eps)) {
-    reject(kOp, "eps " + std::to_string(eps) + " must be a finite value >= 0");
+    reject(kOp, "eps " + std::to_string(eps) + " is invalid; use a finite value >= 0");
   }
   const mx::Stream stream = cpu_stream(kOp, s);
   return mx::array(x.shape(), mx::float32, std::make_shared<RmsNormRows>(stream, eps),
@@ -96,11 +99,13 @@ mx::array rope_rows(const mx::array& x, int offset, float base, float scale, boo
                     std::to_string(x.shape(-1)));
   }
   if (offset < 0) {
-    reject(kOp, "offset " + std::to_string(offset) + " must be >= 0");
+    reject(kOp, "offset " + std::to_string(offset) + " is invalid; positions start at 0");
   }
-  if (!(base > 0.0f) || !std::isfinite(base) || !std::isfinite(scale)) {
-    reject(kOp, "base " + std::to_string(base) + " must be finite and > 0, scale " +
-                    std::to_string(scale) + " finite");
+  if (!(base > 0.0f) || !std::isfinite(base)) {
+    reject(kOp, "base " + std::to_string(base) + " is invalid; use a finite value > 0");
+  }
+  if (!std::isfinite(scale)) {
+    reject(kOp, "scale " + std::to_string(scale) + " is invalid; use a finite value");
   }
   const mx::Stream stream = cpu_stream(kOp, s);
   return mx::array(x.shape(), mx::float32,

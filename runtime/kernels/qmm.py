@@ -257,8 +257,8 @@ def on_huge_pages(array: mx.array, min_bytes: int | None = None) -> mx.array:
     """Return ``array`` copied into memory advised for transparent huge pages, or itself.
 
     Decoding reads every weight once per token. On 4 KiB pages the CPU misses
-    its TLB every 4 KiB and its prefetchers restart at every page boundary.
-    On 2 MiB pages neither happens. The copy has the same values, dtype and
+    its TLB every 4 KiB, and hardware prefetchers usually stop at page
+    boundaries. On 2 MiB pages neither happens. The copy has the same values, dtype and
     shape. ``array`` itself comes back when it is smaller than ``min_bytes``
     (default `HUGE_PAGE_BYTES`) or not contiguous, without the extension, off Linux, or with
     DRAFTWISE_HUGE_PAGES=off. Whether the kernel then backs the copy with huge

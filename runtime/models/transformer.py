@@ -171,10 +171,10 @@ class Transformer:
     def _on_huge_pages(weight: Weight) -> Weight:
         """Return ``weight`` with each large array copied onto transparent huge pages.
 
-        See `draftwise.runtime.kernels.on_huge_pages`: one-row decoding
-        streams every weight per token, and on 2 MiB pages it stops taking a
-        TLB miss and a prefetcher restart every 4 KiB. The old arrays are
-        freed once nothing else references them. Values never change.
+        One-row decoding streams every weight per token, and on 2 MiB pages it
+        takes no TLB miss every 4 KiB (see `draftwise.runtime.kernels.on_huge_pages`).
+        The old arrays are freed once nothing else references them. Values
+        never change.
         """
         from draftwise.runtime.kernels import on_huge_pages
 

@@ -62,10 +62,10 @@ async def test_runtime_open_rejects_bad_config():
     ],
 )
 def test_runtime_config_rejects_mtp_drafter(fields, named):
-    with pytest.raises(RuntimeRequestError, match="do not host yet") as refused:
+    with pytest.raises(RuntimeRequestError, match="do not host yet") as rejected:
         RuntimeConfig(model="tiny", **fields).validate()
-    assert named in refused.value.message
-    assert "draftwise generate --draft" in refused.value.message
+    assert named in rejected.value.message
+    assert "draftwise generate --draft" in rejected.value.message
 
 
 @pytest.mark.parametrize("speculation", ["auto", "off"])

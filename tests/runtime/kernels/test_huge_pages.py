@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -11,7 +13,11 @@ from fakes import tiny_model
 from draftwise.runtime import kernels
 from draftwise.runtime.kernels import qmm
 
-pytestmark = requires_extension
+# The copy exists on Linux only; elsewhere on_huge_pages returns its input.
+pytestmark = [
+    requires_extension,
+    pytest.mark.skipif(sys.platform != "linux", reason="huge-page advice is Linux only"),
+]
 
 HUGE_PAGE = 2 << 20
 
@@ -23,56 +29,61 @@ def _address(a: mx.array) -> int:
     return address
 
 
-def test_copy_has_the_same_values_dtype_and_shape() -> None:
+def test_copy_keeps_values_dtype_shape() -> None:
     for dtype in (mx.float32, mx.float16, mx.uint32):
         a = (mx.random.normal((700, 1000)) * 100).astype(dtype)
         b = kernels.on_huge_pages(a, min_bytes=0)
         # The copy's data starts 64 bytes into a 2 MiB-aligned mapping.
         assert _address(b) != _address(a)
         assert _address(b) % HUGE_PAGE == 64
-        assert b.dtype == a.dtype and b.shape == a.shape
+        assert b.dtype == a.dtype
+        assert b.shape == a.shape
         assert mx.array_equal(a, b).item()
-        # The copy works as an operand and outlives the original.
+        # The copy works as an operand after the original is gone.
         del a
         assert mx.isfinite((b.astype(mx.float32) * 2).sum()).item()
 
 
-def test_small_and_strided_arrays_stay_where_they_are() -> None:
+def test_small_and_strided_arrays_stay() -> None:
     small = mx.arange(10)
     assert _address(kernels.on_huge_pages(small)) == _address(small)
     assert _address(_qmm.on_huge_pages(small, 1 << 30)) == _address(small)
+
     wide = mx.random.normal((64, 64))
     strided = wide.T
     mx.eval(strided)
-    kept = kernels.on_huge_pages(strided, min_bytes=0)
-    assert _address(kept) == _address(wide)
-    np.testing.assert_array_equal(np.array(kept), np.array(strided))
+    unmoved = kernels.on_huge_pages(strided, min_bytes=0)
+    assert _address(unmoved) == _address(wide)
+    np.testing.assert_array_equal(np.array(unmoved), np.array(strided))
 
 
 def test_switch_off_and_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     a = mx.random.normal((600, 600))
     monkeypatch.setenv(kernels.HUGE_PAGES_ENV, "off")
     assert _address(kernels.on_huge_pages(a, min_bytes=0)) == _address(a)
+
     monkeypatch.setenv(kernels.HUGE_PAGES_ENV, "sometimes")
     with pytest.raises(ValueError, match=r"DRAFTWISE_HUGE_PAGES='sometimes'.*'on' or 'off'"):
         kernels.on_huge_pages(a)
+
     monkeypatch.setenv(kernels.HUGE_PAGES_ENV, "on")
     with pytest.raises(ValueError, match="min_bytes -1"):
         kernels.on_huge_pages(a, min_bytes=-1)
 
 
-def test_model_on_huge_pages_computes_the_same_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_moved_model_same_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = mx.array([3, 1, 4, 1, 5, 9, 2, 6], dtype=mx.uint32)
     monkeypatch.setenv(kernels.HUGE_PAGES_ENV, "off")
     plain = tiny_model(seed=3)
     want = plain(tokens, plain.make_cache()).logits
+
+    # Every array of the tiny model is below 2 MiB, so lower the threshold to move them all.
     monkeypatch.setenv(kernels.HUGE_PAGES_ENV, "on")
-    # Every array of the tiny model is below 2 MiB; move them all.
     monkeypatch.setattr(qmm, "HUGE_PAGE_BYTES", 0)
     moved = tiny_model(seed=3)
-    np.testing.assert_array_equal(
-        np.array(moved(tokens, moved.make_cache()).logits), np.array(want)
-    )
+    got = moved(tokens, moved.make_cache()).logits
+    np.testing.assert_array_equal(np.array(got), np.array(want))
+
     # The fused projections' views point into the moved arrays.
     fused, _, rows = moved._fused["blk.0.attn_qkv"]
     assert _address(fused.weight) % HUGE_PAGE == 64
