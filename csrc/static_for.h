@@ -9,8 +9,8 @@ namespace draftwise {
 namespace {
 
 template <int N, class F>
-inline void static_for(F&& body) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
+[[gnu::always_inline]] inline void static_for(F&& body) {
+  [&]<int... I>(std::integer_sequence<int, I...>) __attribute__((always_inline)) {
     (body(std::integral_constant<int, I>{}), ...);
   }(std::make_integer_sequence<int, N>{});
 }
