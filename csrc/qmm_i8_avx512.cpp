@@ -7,16 +7,16 @@
 // The weights are read in super-chunks of four 64-byte loads L0..L3: 512
 // weights (16 blocks) at 4 bits, 256 (8 blocks) at 8 bits. A 4 x 4 transpose
 // of 32-bit lanes inside each 128-bit quarter (eight unpack instructions)
-// gives four registers T0..T3 in which lane l = 4p + i holds four bytes from
+// gives four registers T0..T3 in which lane l = 4p + i contains four bytes from
 // quarter p of load i. Each lane then meets the bytes of one block only:
 // block 4i + p at 4 bits, whose 16 bytes fill one quarter, and block 2i + p/2
 // at 8 bits, whose 32 bytes fill two. At 4 bits, the low and high nibbles of
 // T0..T3 make eight registers of unsigned weights, at 8 bits T0..T3 are four.
 //
 // For each row, eight (4-bit) or four (8-bit) vpdpbusd then sum a whole
-// super-chunk in int32 lanes, exactly, and one conversion, one multiply by
-// the rows' block scales d and one FMA with the column's block scales add it
-// in float32:
+// super-chunk in int32 lanes, exactly. One conversion, one multiply by the
+// row's block scales d and one FMA with the column's block scales add it in
+// float32:
 //   acc += float(dot) * d[block of lane] * scale[column, group of lane]
 // The biases come in as sum_g bias[column, g] * (sum of x over group g), from
 // x in float32, and a fixed tree sums the lanes. Per row that is eight
@@ -84,7 +84,7 @@ constexpr int element_of_slot(int bits, int r, int lane, int t) {
 // one super-chunk sit at fixed offsets from one pointer. Sizes are padded to
 // whole super-chunks and to multiples of 16 groups, and the padding is zero.
 //   int8 x[supers][m][super_weights]: per super-chunk and row, 64 bytes per
-//     vpdpbusd register, byte 4l + t of register r as element_of_slot says.
+//     vpdpbusd register, byte 4l + t of register r as element_of_slot returns.
 //   float d[supers][m][16]: lane l contains d of block_of_lane(l).
 //   float group_sum[m][groups rounded up to 16].
 struct Prepared {
@@ -160,8 +160,8 @@ void i8_prepare(const QmmProblem& p, void* prepared) {
   }
 }
 
-// Loads a super-chunk's four 64-byte loads and returns its vpdpbusd
-// registers (see the file comment).
+// Writes the vpdpbusd registers of the super-chunk at `bytes` (see the
+// file comment).
 template <int BITS>
 [[gnu::always_inline]] inline void super_weights_of(const uint8_t* bytes, __m512i* registers) {
   const __m512i l0 = _mm512_loadu_si512(bytes);
