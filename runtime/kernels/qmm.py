@@ -168,7 +168,10 @@ def quantized_matmul(x: mx.array, w: QuantizedTensor) -> mx.array:
         result: mx.array = _EXTENSION.quantized_matmul(
             x, w.weight, w.scales, w.biases, w.bits, w.group_size, math=kernel_math()
         )
-        _log_once("selected", "info", "verify_kernel_selected", **kernel_info())
+        # Checked here: kernel_info costs several extension calls, and a
+        # forward pass builds about 140 of these nodes.
+        if "selected" not in _logged:
+            _log_once("selected", "info", "verify_kernel_selected", **kernel_info())
         return result
     _log_once("unavailable", "warning", "verify_kernel_unavailable", reason=reason)
     # float32 groups, so that MLX computes in float32 as the kernel does.
