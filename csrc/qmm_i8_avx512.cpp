@@ -123,7 +123,46 @@ size_t i8_prepared_bytes(const QmmProblem& p) {
          static_cast<size_t>(p.m * padded_groups_of(p)) * sizeof(float);
 }
 
-void i8_prepare(const QmmProblem& p, void* prepared) {
+// For each byte of a row's super-chunk in the prepared layout, the element
+// of the super-chunk (block * 32 + element) that it contains.
+template <int BITS>
+struct SlotTable {
+  uint16_t element[super_weights(BITS)];
+  constexpr SlotTable() : element() {
+    for (int r = 0; r < super_registers(BITS); ++r) {
+      for (int lane = 0; lane < 16; ++lane) {
+        for (int t = 0; t < 4; ++t) {
+          element[r * 64 + lane * 4 + t] = static_cast<uint16_t>(
+              block_of_lane(BITS, lane) * kBlock + element_of_slot(BITS, r, lane, t));
+        }
+      }
+    }
+  }
+};
+
+// round_block_to_int8 (qmm_i8_block.h) in AVX-512 registers, with the same
+// result for finite values: the maximum is exact in any order, and the
+// product and its rounding to nearest even are the same IEEE operations.
+inline float round_block_to_int8_avx512(const float* src, int8_t* q) {
+  const __m512 low = _mm512_loadu_ps(src);
+  const __m512 high = _mm512_loadu_ps(src + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
+  const float inverse = amax > 0.0f ? 127.0f / amax : 0.0f;
+  const __m512 scale = _mm512_set1_ps(inverse);
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512i q_low = _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(low, scale), kNearest));
+  const __m512i q_high =
+      _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(high, scale), kNearest));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(q_low));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(q_high));
+  return amax / 127.0f;
+}
+
+template <int BITS>
+void i8_prepare_bits(const QmmProblem& p, void* prepared) {
+  static constexpr SlotTable<BITS> kSlots;
+  constexpr int kBlocks = super_blocks(BITS);
+  constexpr int kWeights = super_weights(BITS);
   std::memset(prepared, 0, i8_prepared_bytes(p));
   auto* base = static_cast<uint8_t*>(prepared);
   auto* x_out = reinterpret_cast<int8_t*>(base);
@@ -132,31 +171,34 @@ void i8_prepare(const QmmProblem& p, void* prepared) {
   const Prepared view = view_of(p, prepared);
   const int64_t blocks = p.k / kBlock;
   const int64_t groups = p.k / p.group_size;
-  const int per_super = super_blocks(p.bits);
-  const int weights = super_weights(p.bits);
-  std::vector<int8_t> q(static_cast<size_t>(supers_of(p) * weights), 0);
-  std::vector<float> d(static_cast<size_t>(supers_of(p) * per_super), 0.0f);
+  const int64_t supers = supers_of(p);
+  std::vector<int8_t> q(static_cast<size_t>(supers * kWeights), 0);
+  std::vector<float> d(static_cast<size_t>(supers * kBlocks), 0.0f);
   for (int64_t m = 0; m < p.m; ++m) {
     const float* x = p.x + m * p.k;
     for (int64_t b = 0; b < blocks; ++b) {
-      d[b] = round_block_to_int8(x + b * kBlock, q.data() + b * kBlock);
+      d[b] = round_block_to_int8_avx512(x + b * kBlock, q.data() + b * kBlock);
     }
-    for (int64_t s = 0; s < supers_of(p); ++s) {
-      int8_t* row = x_out + (s * p.m + m) * weights;
+    for (int64_t s = 0; s < supers; ++s) {
+      int8_t* row = x_out + (s * p.m + m) * kWeights;
       float* d_row = d_out + (s * p.m + m) * 16;
-      const int8_t* q_super = q.data() + s * weights;
+      const int8_t* q_super = q.data() + s * kWeights;
       for (int lane = 0; lane < 16; ++lane) {
-        const int block = block_of_lane(p.bits, lane);
-        d_row[lane] = d[s * per_super + block];
-        for (int r = 0; r < super_registers(p.bits); ++r) {
-          for (int t = 0; t < 4; ++t) {
-            row[r * 64 + lane * 4 + t] =
-                q_super[block * kBlock + element_of_slot(p.bits, r, lane, t)];
-          }
-        }
+        d_row[lane] = d[s * kBlocks + block_of_lane(BITS, lane)];
+      }
+      for (int slot = 0; slot < kWeights; ++slot) {
+        row[slot] = q_super[kSlots.element[slot]];
       }
     }
     sum_groups(x, groups, p.group_size, sum_out + m * view.padded_groups);
+  }
+}
+
+void i8_prepare(const QmmProblem& p, void* prepared) {
+  if (p.bits == 4) {
+    i8_prepare_bits<4>(p, prepared);
+  } else {
+    i8_prepare_bits<8>(p, prepared);
   }
 }
 
