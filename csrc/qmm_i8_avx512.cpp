@@ -158,12 +158,12 @@ inline float round_block_to_int8_avx512(const float* src, int8_t* q) {
   return amax / 127.0f;
 }
 
+// Prepares rows [m_begin, m_end) into a zeroed buffer of i8_prepared_bytes.
 template <int BITS>
-void i8_prepare_bits(const QmmProblem& p, void* prepared) {
+void i8_prepare_bits(const QmmProblem& p, void* prepared, int64_t m_begin, int64_t m_end) {
   static constexpr SlotTable<BITS> kSlots;
   constexpr int kBlocks = super_blocks(BITS);
   constexpr int kWeights = super_weights(BITS);
-  std::memset(prepared, 0, i8_prepared_bytes(p));
   auto* base = static_cast<uint8_t*>(prepared);
   auto* x_out = reinterpret_cast<int8_t*>(base);
   auto* d_out = reinterpret_cast<float*>(base + x_bytes(p));
@@ -174,7 +174,7 @@ void i8_prepare_bits(const QmmProblem& p, void* prepared) {
   const int64_t supers = supers_of(p);
   std::vector<int8_t> q(static_cast<size_t>(supers * kWeights), 0);
   std::vector<float> d(static_cast<size_t>(supers * kBlocks), 0.0f);
-  for (int64_t m = 0; m < p.m; ++m) {
+  for (int64_t m = m_begin; m < m_end; ++m) {
     const float* x = p.x + m * p.k;
     for (int64_t b = 0; b < blocks; ++b) {
       d[b] = round_block_to_int8_avx512(x + b * kBlock, q.data() + b * kBlock);
@@ -194,12 +194,17 @@ void i8_prepare_bits(const QmmProblem& p, void* prepared) {
   }
 }
 
-void i8_prepare(const QmmProblem& p, void* prepared) {
+void i8_prepare_rows(const QmmProblem& p, void* prepared, int64_t m_begin, int64_t m_end) {
   if (p.bits == 4) {
-    i8_prepare_bits<4>(p, prepared);
+    i8_prepare_bits<4>(p, prepared, m_begin, m_end);
   } else {
-    i8_prepare_bits<8>(p, prepared);
+    i8_prepare_bits<8>(p, prepared, m_begin, m_end);
   }
+}
+
+void i8_prepare(const QmmProblem& p, void* prepared) {
+  std::memset(prepared, 0, i8_prepared_bytes(p));
+  i8_prepare_rows(p, prepared, 0, p.m);
 }
 
 // Writes the vpdpbusd registers of the super-chunk at `bytes` (see the
@@ -575,7 +580,7 @@ void i8_run(const QmmProblem& p, int64_t n_begin, int64_t n_end, float* scratch)
 
 extern const KernelVariant kAvx512I8 = {
     "avx512_i8", i8_column_chunk, i8_scratch_floats, i8_run, i8_prepared_bytes, i8_prepare,
-    i8_reads_half_groups,
+    i8_reads_half_groups, i8_prepare_rows,
 };
 
 }  // namespace draftwise

@@ -1,6 +1,8 @@
 #include "qmm_op.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -152,14 +154,26 @@ void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& proble
     buffers[t] = scratch[t].reserve(scratch_floats);
   }
 
-  // prepare() runs on this thread; the tasks only read its output.
+  // The rows are prepared before the column tasks start, which only read
+  // the result: on the pool, a share of the rows per thread, where the
+  // variant can split its preparation by rows, otherwise on this thread.
   static std::vector<uint8_t> prepared;
   QmmProblem with_prepared = problem;
   const size_t prepared_bytes = variant.prepared_bytes ? variant.prepared_bytes(problem) : 0;
   if (prepared_bytes > 0) {
     prepared.resize(prepared_bytes + 64);
     void* aligned = prepared.data() + (64 - reinterpret_cast<uintptr_t>(prepared.data()) % 64);
-    variant.prepare(problem, aligned);
+    if (variant.prepare_rows != nullptr && problem.m > 1 && pool.size() > 1) {
+      std::memset(aligned, 0, prepared_bytes);
+      const int64_t shares = std::min<int64_t>(problem.m, pool.size());
+      pool.run(shares, [&](int64_t share, int) {
+        const int64_t m_begin = problem.m * share / shares;
+        const int64_t m_end = problem.m * (share + 1) / shares;
+        variant.prepare_rows(problem, aligned, m_begin, m_end);
+      });
+    } else {
+      variant.prepare(problem, aligned);
+    }
     with_prepared.prepared = aligned;
   }
 

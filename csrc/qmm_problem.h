@@ -58,6 +58,11 @@ struct KernelVariant {
   // (QmmProblem::half_scales) for this problem. Otherwise float16 groups are
   // widened to float32 per task before run().
   bool (*reads_half_groups)(const QmmProblem& problem) = nullptr;
+  // Optional (nullptr: prepare() on one thread): prepare() split by rows.
+  // It writes only rows [m_begin, m_end) into a buffer of prepared_bytes
+  // that the caller has zeroed, so that threads can prepare disjoint rows.
+  void (*prepare_rows)(const QmmProblem& problem, void* prepared, int64_t m_begin,
+                       int64_t m_end) = nullptr;
 };
 
 extern const KernelVariant kScalarF32;
