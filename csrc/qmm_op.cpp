@@ -155,8 +155,8 @@ void run_quantized_matmul(const KernelVariant& variant, const QmmProblem& proble
   }
 
   // The rows are prepared before the column tasks start, which only read
-  // the result: on the pool, a share of the rows per thread, where the
-  // variant can split its preparation by rows, otherwise on this thread.
+  // the result. Where the variant can split its preparation by rows, each
+  // pool thread prepares a share of them. Otherwise this thread does it all.
   static std::vector<uint8_t> prepared;
   QmmProblem with_prepared = problem;
   const size_t prepared_bytes = variant.prepared_bytes ? variant.prepared_bytes(problem) : 0;
