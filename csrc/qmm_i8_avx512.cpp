@@ -143,6 +143,13 @@ struct SlotTable {
 // round_block_to_int8 (qmm_i8_block.h) in AVX-512 registers, with the same
 // result for finite values: the maximum is exact in any order, and the
 // product and its rounding to nearest even are the same IEEE operations.
+// SIMDe 0.7.4 lacks some of these instructions, so the emulated build runs
+// the scalar version.
+#if defined(DRAFTWISE_AVX512_SIMDE)
+inline float round_block_to_int8_avx512(const float* src, int8_t* q) {
+  return round_block_to_int8(src, q);
+}
+#else
 inline float round_block_to_int8_avx512(const float* src, int8_t* q) {
   const __m512 low = _mm512_loadu_ps(src);
   const __m512 high = _mm512_loadu_ps(src + 16);
@@ -157,6 +164,7 @@ inline float round_block_to_int8_avx512(const float* src, int8_t* q) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(q_high));
   return amax / 127.0f;
 }
+#endif
 
 // Prepares rows [m_begin, m_end) into a zeroed buffer of i8_prepared_bytes.
 template <int BITS>
