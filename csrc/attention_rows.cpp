@@ -145,8 +145,8 @@ __attribute__((always_inline)) inline void dot16(const float* q, const float* ke
            __builtin_shufflevector(b[j], b[j + 2], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26,
                                    27, 30, 31);
   }
-  // Lane l of the sums is key 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15; the
-  // same list, as a permutation, puts them in key order.
+  // Lane l of the sums is key 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15.
+  // The same list, as a permutation, puts them in key order.
   const Lanes16 sums =
       __builtin_shufflevector(c[0], c[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
                               30) +

@@ -20,9 +20,9 @@
 //   acc += float(dot) * d[block of lane] * scale[column, group of lane]
 // The biases come in as sum_g bias[column, g] * (sum of x over group g), from
 // x in float32, and a fixed tree sums the lanes. Per row that is eight
-// vpdpbusd and three float instructions per 512 weights at 4 bits, where a
-// layout with four lanes per block needs twelve float instructions: the
-// float work per row, not the loads, limits verification with many rows.
+// vpdpbusd and three float instructions per 512 weights at 4 bits. A layout
+// with four lanes per block needs twelve float instructions, and that float
+// work, more than the loads, limited verification with many rows.
 //
 // Every operation depends only on the row and the column, in a fixed order,
 // so rows are bit-identical whatever the row count and their position.
@@ -76,7 +76,7 @@ constexpr int element_of_slot(int bits, int r, int lane, int t) {
     // Register r = 2q + h: nibble h of bytes 4q .. 4q + 3 of the block.
     return 2 * (4 * (r / 2) + t) + r % 2;
   }
-  // Register q: bytes 4q .. 4q + 3 of the block's half that quarter l / 4 holds.
+  // Register q: bytes 4q .. 4q + 3 of the block's half that quarter l / 4 contains.
   return 16 * ((lane / 4) % 2) + 4 * r + t;
 }
 
@@ -439,24 +439,27 @@ template <int MR, typename Group>
 }
 
 // Bytes of prepared x rows (int8 values and block scales) that a tile keeps
-// in the 32 KiB L1 data cache while it walks its columns.
+// in L1 while it walks its columns: most of a 32 KiB L1 data cache, as Zen 4
+// and recent Intel cores have (or more).
 constexpr int64_t kXBudget = int64_t{20} << 10;
 
 // Computes columns [n_begin, n_end) of rows [m0, m0 + MR).
 //
 // Columns are taken 16 at a time, and the results go to a small tile first
-// and out in runs of 16: the rows of `out` lie a multiple of 4 KiB apart for
+// and out in runs of 16. The rows of `out` lie a multiple of 4 KiB apart for
 // many widths, so column-by-column stores of several rows would meet in few
-// L1 sets. Where the rows' prepared x fits in kXBudget, each column runs
-// from its first super-chunk to its last: the weights, scales and biases are
-// then read in increasing address order, which the hardware prefetchers
-// follow at close to full memory bandwidth (32.8 GB/s in a streaming test on
-// the 2-core Zen 4 machine of docs/benchmarks.md, against 20.8 GB/s for 8
+// L1 sets.
+//
+// Where the rows' prepared x fits in kXBudget, each column runs from its
+// first super-chunk to its last. The weights, scales and biases are then
+// read in increasing address order, which the hardware prefetchers follow
+// at close to full memory bandwidth (32.8 GB/s in a streaming test on the
+// 2-core Zen 4 machine of docs/benchmarks.md, against 20.8 GB/s for 8
 // interleaved streams). Otherwise (several rows of a wide input, such as the
 // down projection) the tile's 16 columns walk the super-chunks in segments
-// whose x fits, so that x is read from L1 rather than L2; the rows are then
-// bound by arithmetic, not by the weight stream. Either way each column adds
-// its super-chunks in the same order, so the split never changes a bit.
+// whose x fits, so that x is read from L1 rather than L2. Either way each
+// column adds its super-chunks in the same order, so the split never
+// changes a bit.
 template <int BITS, int GB, int MR, typename Group>
 void i8_columns(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n_begin,
                 int64_t n_end) {

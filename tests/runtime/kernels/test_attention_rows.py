@@ -68,6 +68,24 @@ def test_each_row_equals_the_row_alone(
         np.testing.assert_array_equal(np.array(alone), full[:, row : row + 1])
 
 
+@pytest.mark.parametrize("window", [0, 21, 37])
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_key_tiles_match_row_alone(window: int, d: int) -> None:
+    # Scores run 16 keys at a time from the block's first key. A row alone
+    # starts its tiles elsewhere when a sliding window moves its first key,
+    # so the same key is scored by the 16-key and the single-key code paths.
+    rng = np.random.default_rng(d + window)
+    rows, context = 9, 70
+    q, k, v = _inputs(rng, 6, 2, rows, context + rows, d)
+    full = np.array(_qmm.attention_rows(q, k, v, context, 0, 0.3, window))
+    for row in range(rows):
+        seen = context + row + 1
+        alone = _qmm.attention_rows(
+            q[:, row : row + 1], k[:, :seen], v[:, :seen], context + row, 0, 0.3, window
+        )
+        np.testing.assert_array_equal(np.array(alone), full[:, row : row + 1])
+
+
 def test_attention_rows_rejects_bad_input() -> None:
     rng = np.random.default_rng(0)
     q, k, v = _inputs(rng, 6, 4, 2, 10, 16)
