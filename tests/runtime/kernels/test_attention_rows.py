@@ -86,6 +86,37 @@ def test_key_tiles_match_row_alone(window: int, d: int) -> None:
         np.testing.assert_array_equal(np.array(alone), full[:, row : row + 1])
 
 
+@pytest.mark.parametrize("length", [37, 48])
+def test_softmax_weights_match_float64(length: int) -> None:
+    # Key j scores s[j] (q = e0, k[j] = s[j] e0, scale 1) and its value is
+    # e_j, so the output row is the softmax weights themselves. The scores
+    # span 0 down to -120, past where e^x leaves the normal floats.
+    d = 64
+    scores = np.linspace(0.0, -120.0, length).astype(np.float32)
+    scores[5] = 3.25  # the maximum away from the first key
+    q = np.zeros((1, 1, d), np.float32)
+    q[0, 0, 0] = 1.0
+    k = np.zeros((1, length, d), np.float32)
+    k[0, :, 0] = scores
+    v = np.zeros((1, length, d), np.float32)
+    v[0, np.arange(length), np.arange(length)] = 1.0
+    got = np.array(_qmm.attention_rows(mx.array(q), mx.array(k), mx.array(v), length - 1, 0, 1.0))
+    exp = np.exp(scores.astype(np.float64) - scores.max())
+    want = exp / exp.sum()
+    np.testing.assert_allclose(got[0, 0, :length], want, rtol=2e-6, atol=1e-30)
+
+
+def test_nan_score_gives_nan_row_only() -> None:
+    rng = np.random.default_rng(9)
+    q, k, v = _inputs(rng, 4, 2, 3, 40, 64)
+    q = np.array(q)
+    q[1, 2, 0] = np.nan  # head 1, row 2
+    got = np.array(_qmm.attention_rows(mx.array(q), k, v, 37, 0, 0.25))
+    assert np.isnan(got[1, 2]).all()
+    got[1, 2] = 0.0
+    assert np.isfinite(got).all()
+
+
 def test_attention_rows_rejects_bad_input() -> None:
     rng = np.random.default_rng(0)
     q, k, v = _inputs(rng, 6, 4, 2, 10, 16)
