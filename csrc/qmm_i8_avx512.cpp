@@ -326,8 +326,8 @@ const Group* groups_as(const float* float32_groups, const uint16_t* float16_grou
 // [m0, m0 + MR), GB blocks per group. Super-chunk full_supers, where it
 // exists, is the last and partial one. Unless `ahead` is null, super-chunk s
 // also asks for the 256 bytes at ahead + s * kSuperBytes to be brought into
-// L1 (see i8_columns).
-template <int BITS, int GB, int MR, typename Group>
+// L1, or into L2 only where AHEAD_TO_L1 is false (see i8_columns).
+template <int BITS, int GB, int MR, typename Group, bool AHEAD_TO_L1 = true>
 [[gnu::always_inline]] inline void column_supers(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n,
                           int64_t s_begin, int64_t s_end, __m512* acc,
                           const uint8_t* ahead = nullptr) {
@@ -389,7 +389,11 @@ template <int BITS, int GB, int MR, typename Group>
     if (ahead != nullptr) {
       const char* line = reinterpret_cast<const char*>(ahead + super * kSuperBytes);
       for (int i = 0; i < kSuperBytes / 64; ++i) {
-        _mm_prefetch(line + 64 * i, _MM_HINT_T0);
+        if constexpr (AHEAD_TO_L1) {
+          _mm_prefetch(line + 64 * i, _MM_HINT_T0);
+        } else {
+          _mm_prefetch(line + 64 * i, _MM_HINT_T1);
+        }
       }
     }
     __m512i w[kRegisters];
@@ -452,9 +456,18 @@ template <int MR, typename Group>
 // and recent Intel cores have (or more).
 constexpr int64_t kXBudget = int64_t{20} << 10;
 
+// Rows whose prepared x takes more bytes than this are walked in segments
+// of kXBudget. Two rows of an 8,960-wide input (20.2 KiB at 4 bits, 22.4 KiB
+// at 8) ran faster in one pass with the prefetch below than in segments.
+constexpr int64_t kSegmentAbove = int64_t{24} << 10;
+
 // How many column pieces ahead the segmented walk prefetches. 1, 2, 3, 5
 // and 8 were measured; 3 was fastest, by a few percent over 1 and 2.
 constexpr int64_t kAheadPieces = 3;
+
+// How many super-chunks ahead a one-pass column of several rows prefetches
+// its own stream, into L2: 2 KiB, across into the next column at the end.
+constexpr int64_t kAheadSupers = 8;
 
 // Computes columns [n_begin, n_end) of rows [m0, m0 + MR).
 //
@@ -463,12 +476,14 @@ constexpr int64_t kAheadPieces = 3;
 // many widths, so column-by-column stores of several rows would meet in few
 // L1 sets.
 //
-// Where the rows' prepared x fits in kXBudget, each column runs from its
-// first super-chunk to its last. The weights, scales and biases are then
+// Where the rows' prepared x fits in kSegmentAbove, each column runs from
+// its first super-chunk to its last. The weights, scales and biases are then
 // read in increasing address order, which the hardware prefetchers follow
 // at close to full memory bandwidth (32.8 GB/s in a streaming test on the
 // 2-core Zen 4 machine of docs/benchmarks.md, against 20.8 GB/s for 8
-// interleaved streams). Otherwise (several rows of a wide input, such as the
+// interleaved streams). With several rows the prepared x competes with
+// that stream for L1, and asking for the stream kAheadSupers ahead into L2
+// made 2 to 9 rows of the whole forward pass 2-7% faster there. Otherwise (several rows of a wide input, such as the
 // down projection) the tile's 16 columns walk the super-chunks in segments
 // whose x fits, so that x is read from L1 rather than L2. Each column's
 // piece of a segment is then short (12 cache lines for 9 rows of 4-bit
@@ -489,13 +504,18 @@ void i8_columns(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64
   __m512 acc[kTileColumns][MR];
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kTileColumns) {
     const int64_t count = std::min(kTileColumns, n_end - n0);
-    if (segment >= supers) {
+    if (segment >= supers || MR * kRowSuperBytes * supers <= kSegmentAbove) {
       for (int64_t c = 0; c < count; ++c) {
         __m512 sums[MR];
         for (int r = 0; r < MR; ++r) {
           sums[r] = _mm512_setzero_ps();
         }
-        column_supers<BITS, GB, MR, Group>(p, prepared, m0, n0 + c, 0, supers, sums);
+        const uint8_t* ahead =
+            MR == 1 ? nullptr
+                    : reinterpret_cast<const uint8_t*>(p.weight) + (n0 + c) * (p.k * BITS / 8) +
+                          kAheadSupers * kSuperBytes;
+        column_supers<BITS, GB, MR, Group, false>(p, prepared, m0, n0 + c, 0, supers, sums,
+                                                  ahead);
         column_finish<MR, Group>(p, prepared, m0, n0 + c, sums, &tile[0][c], kTileColumns);
       }
     } else {
