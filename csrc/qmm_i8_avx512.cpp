@@ -325,7 +325,7 @@ const Group* groups_as(const float* float32_groups, const uint16_t* float16_grou
 // Adds super-chunks [s_begin, s_end) of column n to acc[r] for rows
 // [m0, m0 + MR), GB blocks per group. Super-chunk full_supers, where it
 // exists, is the last and partial one. Unless `ahead` is null, super-chunk s
-// also asks for the 256 bytes at ahead + s * kSuperBytes to be brought into
+// also prefetches the 256 bytes at ahead + s * kSuperBytes into
 // L1, or into L2 only where AHEAD_TO_L1 is false (see i8_columns).
 template <int BITS, int GB, int MR, typename Group, bool AHEAD_TO_L1 = true>
 [[gnu::always_inline]] inline void column_supers(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n,
@@ -476,23 +476,23 @@ constexpr int64_t kAheadSupers = 8;
 // many widths, so column-by-column stores of several rows would meet in few
 // L1 sets.
 //
-// Where the rows' prepared x fits in kSegmentAbove, each column runs from
-// its first super-chunk to its last. The weights, scales and biases are then
-// read in increasing address order, which the hardware prefetchers follow
-// at close to full memory bandwidth (32.8 GB/s in a streaming test on the
-// 2-core Zen 4 machine of docs/benchmarks.md, against 20.8 GB/s for 8
-// interleaved streams). With several rows the prepared x competes with
-// that stream for L1, and asking for the stream kAheadSupers ahead into L2
-// made 2 to 9 rows of the whole forward pass 2-7% faster there. Otherwise (several rows of a wide input, such as the
-// down projection) the tile's 16 columns walk the super-chunks in segments
-// whose x fits, so that x is read from L1 rather than L2. Each column's
-// piece of a segment is then short (12 cache lines for 9 rows of 4-bit
-// weights) and 16 of them are read in turn, too many short streams for the
-// hardware prefetchers: each piece asks in software for the piece read
+// Where the rows' prepared x fits in kSegmentAbove, each column runs from its
+// first super-chunk to its last. The weights, scales and biases are then read
+// in increasing address order, which the hardware prefetchers follow at close
+// to full memory bandwidth (32.8 GB/s in a streaming test on the 2-core Zen 4
+// machine of docs/benchmarks.md, against 20.8 GB/s for 8 interleaved streams).
+// With several rows the prepared x competes with that stream for L1, and
+// prefetching the stream kAheadSupers ahead into L2 made a forward pass over 2
+// rows 4-5% faster, and over 8 or 9 rows 3-4%. Where x is larger (several rows
+// of a wide input, such as the down projection), the tile's 16 columns walk the
+// super-chunks in segments whose x fits, so that x is read from L1 rather than
+// L2. Each column's piece of a segment is then short (12 cache lines for 9
+// rows of 4-bit weights) and 16 of them are read in turn, too many short
+// streams for the hardware prefetchers: each piece prefetches the piece read
 // kAheadPieces later. On the 2-core Zen 4 machine that took 14 down
-// projections over 9 rows from 16.4 to 12.5 ms (4-bit) and from 22.5 to
-// 14.4 ms (8-bit). Either way each column adds its super-chunks in the same
-// order, so the split never changes a bit.
+// projections over 9 rows from 16.4 to 12.5 ms (4-bit) and from 22.5 to 14.4
+// ms (8-bit). Either way each column adds its super-chunks in the same order,
+// so the split never changes a bit.
 template <int BITS, int GB, int MR, typename Group>
 void i8_columns(const QmmProblem& p, const Prepared& prepared, int64_t m0, int64_t n_begin,
                 int64_t n_end) {
