@@ -108,13 +108,13 @@ typedef int32_t Ints16 __attribute__((vector_size(64)));
 
 // e^x in each lane, for x <= 0 or NaN (a score minus its row's maximum):
 // x = n ln 2 + r with |r| <= ln 2 / 2, e^r from its Taylor series to r^7
-// (truncation error below 7.1e-9 relative), times 2^n built in the
-// exponent bits: at most 1.19 units in the last place from e^x over
-// [-87.3, 0] (2,000,001 points against float64). Below -87.3, where 2^n would leave
-// the normal floats, the result is 0. Every lane runs the same operations
-// (no FMA: the build turns contraction off), so a score's weight never
-// depends on its neighbours or on the number of rows. One call replaces 16
-// calls of std::exp, which took a fifth of the attention time.
+// (truncation error below 7.1e-9 relative), times 2^n built in the exponent
+// bits. Over [-87.3, 0] the result is at most 1.19 units in the last place
+// from e^x (2,000,001 points against float64). Below -87.3, where 2^n would
+// leave the normal floats, the result is 0. Every lane runs the same
+// operations (no FMA: the build turns contraction off), so a score's weight
+// never depends on its neighbours or on the number of rows. One call
+// replaces 16 calls of std::exp, which took a fifth of the attention time.
 __attribute__((always_inline)) inline Lanes16 exp_nonpositive16(Lanes16 x) {
   const Lanes16 shifter = Lanes16{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const Lanes16 n = (x * 1.44269504f + shifter) - shifter;
@@ -128,7 +128,10 @@ __attribute__((always_inline)) inline Lanes16 exp_nonpositive16(Lanes16 x) {
   poly = poly * r + 0.5f;
   poly = poly * r + 1.0f;
   poly = poly * r + 1.0f;
-  const Ints16 bits = (__builtin_convertvector(n, Ints16) + 127) << 23;
+  // n is at least -126 wherever the result is used. Clamping it first keeps
+  // -inf and NaN lanes out of the float-to-int conversion.
+  const Lanes16 n_used = n > -127.0f ? n : Lanes16{} - 127.0f;
+  const Ints16 bits = (__builtin_convertvector(n_used, Ints16) + 127) << 23;
   const Lanes16 result = poly * reinterpret_cast<const Lanes16&>(bits);
   const Lanes16 zero = {};
   const Lanes16 low = x < -87.3f ? zero : result;

@@ -467,6 +467,8 @@ constexpr int64_t kAheadPieces = 3;
 
 // How many super-chunks ahead a one-pass column of several rows prefetches
 // its own stream, into L2: 2 KiB, across into the next column at the end.
+// Past the matrix's last column the addresses lie beyond the weights, which
+// is harmless: a prefetch never faults.
 constexpr int64_t kAheadSupers = 8;
 
 // Computes columns [n_begin, n_end) of rows [m0, m0 + MR).
