@@ -118,7 +118,7 @@ typedef int32_t Ints16 __attribute__((vector_size(64)));
 __attribute__((always_inline)) inline Lanes16 exp_nonpositive16(Lanes16 x) {
   const Lanes16 shifter = Lanes16{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const Lanes16 n = (x * 1.44269504f + shifter) - shifter;
-  // ln 2 in two parts; the first has 9 significant bits, so n times it is exact.
+  // ln 2 in two parts. The first has 9 significant bits, so n times it is exact.
   const Lanes16 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
   Lanes16 poly = Lanes16{} + (1.0f / 5040.0f);
   poly = poly * r + (1.0f / 720.0f);

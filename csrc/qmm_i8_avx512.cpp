@@ -461,14 +461,15 @@ constexpr int64_t kXBudget = int64_t{20} << 10;
 // at 8) ran faster in one pass with the prefetch below than in segments.
 constexpr int64_t kSegmentAbove = int64_t{24} << 10;
 
-// How many column pieces ahead the segmented walk prefetches. 1, 2, 3, 5
-// and 8 were measured; 3 was fastest, by a few percent over 1 and 2.
+// How many column pieces ahead the segmented walk prefetches. Of 1, 2, 3, 5
+// and 8, measured on the 2-core Zen 4 machine, 3 was fastest, by a few
+// percent over 1 and 2.
 constexpr int64_t kAheadPieces = 3;
 
-// How many super-chunks ahead a one-pass column of several rows prefetches
-// its own stream, into L2: 2 KiB, across into the next column at the end.
-// Past the matrix's last column the addresses lie beyond the weights, which
-// is harmless: a prefetch never faults.
+// How many super-chunks (2 KiB) ahead a one-pass column of several rows
+// prefetches its own weights into L2. Near a column's end that reaches into
+// the next column, and past the matrix's last column beyond the weights,
+// which is harmless because a prefetch never faults.
 constexpr int64_t kAheadSupers = 8;
 
 // Computes columns [n_begin, n_end) of rows [m0, m0 + MR).
@@ -480,18 +481,18 @@ constexpr int64_t kAheadSupers = 8;
 //
 // Where the rows' prepared x fits in kSegmentAbove, each column runs from its
 // first super-chunk to its last. The weights, scales and biases are then read
-// in increasing address order, which the hardware prefetchers follow at close
-// to full memory bandwidth (32.8 GB/s in a streaming test on the 2-core Zen 4
-// machine of docs/benchmarks.md, against 20.8 GB/s for 8 interleaved streams).
+// in increasing address order. The hardware prefetchers follow that at close
+// to full memory bandwidth: 32.8 GB/s in a streaming test on the 2-core Zen 4
+// machine of docs/benchmarks.md, against 20.8 GB/s for 8 interleaved streams.
 // With several rows the prepared x competes with that stream for L1, and
 // prefetching the stream kAheadSupers ahead into L2 made a forward pass over 2
 // rows 4-5% faster, and over 8 or 9 rows 3-4%. Where x is larger (several rows
 // of a wide input, such as the down projection), the tile's 16 columns walk the
 // super-chunks in segments whose x fits, so that x is read from L1 rather than
 // L2. Each column's piece of a segment is then short (12 cache lines for 9
-// rows of 4-bit weights) and 16 of them are read in turn, too many short
-// streams for the hardware prefetchers: each piece prefetches the piece read
-// kAheadPieces later. On the 2-core Zen 4 machine that took 14 down
+// rows of 4-bit weights), and 16 of them are read in turn. The hardware
+// prefetchers do not follow that many short streams, so each piece prefetches
+// the piece read kAheadPieces later. On the 2-core Zen 4 machine that took 14 down
 // projections over 9 rows from 16.4 to 12.5 ms (4-bit) and from 22.5 to 14.4
 // ms (8-bit). Either way each column adds its super-chunks in the same order,
 // so the split never changes a bit.
