@@ -7,8 +7,7 @@ tokens of a round with k proposals is ``1 + sum_{j<=k} prod_{i<=j} a_i``
 it picks the k with the most expected tokens per expected second, k = 0
 (plain decoding) included. While it sits at k = 0 it learns nothing about
 acceptance, so it probes a short draft now and then, backing off
-exponentially while the estimates after each probe still put drafting
-clearly below plain decoding.
+exponentially while probes keep losing against plain decoding.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Every recorded round multiplies the weight of all earlier ones by DECAY,
-# so about the last 1 / (1 - DECAY) rounds dominate the estimates. A tuner's
-# `decay` can set a slower one for its acceptance counts.
+# so about the last 1 / (1 - DECAY) rounds dominate the estimates.
 DECAY = 0.85
 PRIOR_ACCEPTANCE = 0.6
 PRIOR_WEIGHT = 1.0
@@ -28,7 +26,6 @@ UNOBSERVED_WEIGHT = 0.5
 PROBE_LENGTH = 2
 FIRST_PROBE_INTERVAL = 16
 MAX_PROBE_INTERVAL = 256
-PROBE_KEEP = 0.9
 
 
 @dataclass
@@ -86,8 +83,6 @@ class DraftLengthTuner:
 
     max_draft: int = 8
     fixed: int | None = None
-    # Per recorded draft, the weight left to the acceptance counts of earlier ones.
-    decay: float = DECAY
     accepted: list[float] = field(default_factory=list)
     attempted: list[float] = field(default_factory=list)
     timing: _LinearFit = field(default_factory=_LinearFit)
@@ -101,7 +96,7 @@ class DraftLengthTuner:
 
     def sibling(self) -> DraftLengthTuner:
         """Return a fresh tuner that shares this one's round timings, not its acceptance."""
-        return DraftLengthTuner(max_draft=self.max_draft, decay=self.decay, timing=self.timing)
+        return DraftLengthTuner(max_draft=self.max_draft, timing=self.timing)
 
     def acceptance(self) -> list[float]:
         """Return the estimated acceptance rate at each draft position 1..max_draft."""
@@ -153,8 +148,8 @@ class DraftLengthTuner:
         self.rounds_since_draft = 0
 
         for position in range(self.max_draft):
-            self.accepted[position] *= self.decay
-            self.attempted[position] *= self.decay
+            self.accepted[position] *= DECAY
+            self.attempted[position] *= DECAY
         for position in range(min(num_accepted + 1, num_drafted)):
             self.attempted[position] += 1.0
             if position < num_accepted:
@@ -173,17 +168,11 @@ class DraftLengthTuner:
             self.accepted[num_drafted] += UNOBSERVED_WEIGHT
 
         if was_probe:
-            # One probe says little about a drafter whose drafts pay on
-            # average but often fail, so the interval follows the estimates
-            # the probe updated: it resets while drafting is estimated to
-            # come within PROBE_KEEP of plain decoding's tokens per second,
-            # and doubles otherwise.
+            # A probe that accepted something can still be slower than plain
+            # decoding, so only a probe that reaches plain decoding's tokens
+            # per second resets the interval.
             plain_rate = 1.0 / self.timing.predict(0)
-            drafting = max(
-                self.expected_tokens(k) / self.timing.predict(k)
-                for k in range(1, self.max_draft + 1)
-            )
-            if drafting >= PROBE_KEEP * plain_rate:
+            if (num_accepted + 1) / max(seconds, 1e-9) >= plain_rate:
                 self.probe_interval = FIRST_PROBE_INTERVAL
             else:
                 self.probe_interval = min(self.probe_interval * 2, MAX_PROBE_INTERVAL)

@@ -56,19 +56,6 @@ MAX_DRAFT_MODEL_BACKLOG = 8
 # and the last class every length from NGRAM_MATCH_CLASSES[-1] on.
 NGRAM_MATCH_CLASSES = (4, 8)
 
-# How fast a model drafter's (MTP or draft model) acceptance estimates forget:
-# about the last 30 drafting rounds count, against about 7 for n-gram drafts.
-# A model's acceptance is a property of the model more than of the last few
-# tokens, and one-token drafts at 0.3 to 0.45 acceptance pay on average but
-# lose often. With the faster decay a few rejections in a row pushed the
-# estimate below break-even, and the probes that followed backed off to
-# every 256 rounds. Replaying the plain outputs of the first 20 workload
-# prompts (the MTP drafter's teacher-forced drafts, n-gram drafts and the
-# measured forward costs) gave auto 1.32x plain on the code categories with
-# 0.85 and 1.35x with 0.97; n-gram drafts keep the faster decay, since
-# their acceptance changes as soon as the text stops copying its context.
-MODEL_DECAY = 0.97
-
 
 @dataclass
 class _Option:
@@ -80,9 +67,9 @@ class _Option:
 
 
 def _option(drafter: Drafter, max_draft: int) -> _Option:
-    if not isinstance(drafter, NgramDrafter):
-        return _Option(drafter, DraftLengthTuner(max_draft=max_draft, decay=MODEL_DECAY))
     tuner = DraftLengthTuner(max_draft=max_draft)
+    if not isinstance(drafter, NgramDrafter):
+        return _Option(drafter, tuner)
     classes = [tuner] + [tuner.sibling() for _ in NGRAM_MATCH_CLASSES]
     return _Option(drafter, tuner, classes)
 

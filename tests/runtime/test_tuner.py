@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
-from draftwise.runtime.drafters.adaptive import MODEL_DECAY
 from draftwise.runtime.tuner import MAX_PROBE_INTERVAL, DraftLengthTuner
 
 STEP_S = 0.05  # a k = 0 round
@@ -232,37 +229,3 @@ def test_ngram_match_classes_share_round_timings():
     classes = AdaptiveDrafter([NgramDrafter()]).options["ngram"].classes
     assert classes is not None
     assert all(tuner.timing is classes[0].timing for tuner in classes)
-
-
-def _bernoulli_rounds(tuner: DraftLengthTuner, seed: int, rounds: int) -> tuple[float, float]:
-    """Drive ``tuner`` with first-position acceptance 0.35 (0.5 after that).
-
-    Returns the share of rounds that drafted and the committed tokens per
-    second relative to plain decoding.
-    """
-    rng = random.Random(seed)
-    drafted = tokens = seconds = 0.0
-    for _ in range(rounds):
-        k = tuner.choose()
-        accepted = 0
-        while accepted < k and rng.random() < (0.35 if accepted == 0 else 0.5):
-            accepted += 1
-        took = STEP_S + DRAFT_TOKEN_S * k
-        tuner.record(k, accepted, took)
-        drafted += k > 0
-        tokens += accepted + 1
-        seconds += took
-    return drafted / rounds, tokens / seconds * STEP_S
-
-
-def test_model_decay_keeps_drafting_where_short_drafts_pay():
-    # One-token drafts pay here: 1.35 tokens per 1.2 round times. With the
-    # n-gram decay, runs of rejections drop the estimate below break-even
-    # and the backed-off probes rarely bring it back.
-    for seed in range(3):
-        model = DraftLengthTuner(max_draft=8, decay=MODEL_DECAY)
-        share, speed = _bernoulli_rounds(model, seed, 800)
-        fast_share, fast_speed = _bernoulli_rounds(DraftLengthTuner(max_draft=8), seed, 800)
-        assert share >= 0.6
-        assert speed >= 1.05
-        assert fast_share < share and fast_speed < speed
