@@ -26,8 +26,7 @@ install: system-deps $(VENV)/.installed
 
 run: install
 	$(BIN)/draftwise pull qwen2.5-coder:1.5b
-	$(BIN)/draftwise pull qwen2.5-coder:0.5b
-	$(BIN)/draftwise compare --model qwen2.5-coder:1.5b --draft qwen2.5-coder:0.5b \
+	$(BIN)/draftwise compare --model qwen2.5-coder:1.5b --draft qwen2.5-coder:1.5b-mtp \
 		--max-tokens 128 "$(PROMPT)"
 
 lint: install
