@@ -40,7 +40,7 @@ SHIPPED = {
             target="qwen2.5-coder:1.5b",
             filename="qwen2.5-coder-1.5b-mtp.safetensors",
             # Digest of the file trained as docs/mtp.md records.
-            sha256="1e293743824c4701089a49dcceeff09b604084de63a90604425b0d13875dd792",
+            sha256="0838b1c0ac85cf1195ba3d65bf62a4ac2c9709242c90cd584a256f803f91ef0a",
         ),
     )
 }
