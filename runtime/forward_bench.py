@@ -20,9 +20,9 @@ def bench_forward(
 
     Each pass starts from the same cache of CONTEXT_TOKENS positions and
     evaluates the logits of every row, like a verify pass. A rollback after
-    each pass removes its rows, so passes do not grow the context. (A
-    snapshot per pass, as this function took before, made every pass copy
-    the cache buffers it wrote to, about 2 ms per pass at any row count.)
+    each pass removes its rows, so passes neither grow the context nor copy
+    the cache. A snapshot per pass would copy the buffers each pass writes
+    to, about 2 ms per pass at any row count.
     """
     cache = model.make_cache()
     context = mx.array([(i * 37) % 1000 + 100 for i in range(CONTEXT_TOKENS)], dtype=mx.uint32)
