@@ -332,12 +332,36 @@ def _request(args: argparse.Namespace, **fields: Any) -> GenerateRequest:
     return GenerateRequest(
         request_id=new_request_id(),
         model=args.model,
-        draft=args.draft,
+        draft=_socket_draft(args),
         sampling=sampling,
         stop=list(args.stop),
         max_tokens=args.max_tokens,
         **fields,
     )
+
+
+def _socket_draft(args: argparse.Namespace) -> str | None:
+    """Return the request's `draft`: the --draft name, else a --drafter other than auto.
+
+    Raises ValueError for an MTP drafter, which `draftwise serve` cannot host.
+    """
+    from draftwise.runtime.drafters.mtp_catalogue import is_mtp_drafter
+
+    draft = getattr(args, "draft", None)
+    drafter = getattr(args, "drafter", "auto")
+    if draft is not None and is_mtp_drafter(draft):
+        raise ValueError(
+            f"--draft {draft} is an MTP drafter, and draftwise serve cannot host one; "
+            "run the command without --socket to draft with it, or omit --draft"
+        )
+    if drafter == "mtp":
+        raise ValueError(
+            "--drafter mtp needs an MTP drafter, and draftwise serve cannot host one; "
+            "run the command without --socket, or use --drafter auto, ngram or draft_model"
+        )
+    if draft is None and drafter != "auto":
+        return str(drafter)
+    return draft
 
 
 def _chat_messages(args: argparse.Namespace) -> list[ChatMessage]:

@@ -79,8 +79,8 @@ class RequestPlanner:
             loaded = "none" if self.draft is None else f"'{self.draft.name}'"
             raise RuntimeRequestError(
                 ErrorCode.UNKNOWN_MODEL,
-                f"draft '{draft}' is not loaded (draft model: {loaded}); name the loaded draft, "
-                f"one of {', '.join(DRAFTER_NAMES)}, or omit draft",
+                f"draft '{draft}' is not loaded (draft model: {loaded}); name the loaded draft "
+                f"model or a drafter ({', '.join(DRAFTER_NAMES)}), or omit draft",
             )
         if name == "draft_model" and self.draft is None:
             raise RuntimeRequestError(

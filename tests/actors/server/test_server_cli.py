@@ -111,6 +111,27 @@ def test_cli_generate_bad_request_exit_code(served):
     assert "unknown_model" in result.stderr
 
 
+def test_cli_drafter_option_reaches_server(served):
+    # The server has no draft model, so asking for its drafter fails there.
+    _, socket_path = served
+    result = _cli("generate", "--socket", socket_path, "--drafter", "draft_model", "hi")
+    assert result.returncode == 1
+    assert "needs a draft model" in result.stderr
+
+    ngram = _cli("generate", "--socket", socket_path, "--drafter", "ngram", "--max-tokens", "3",
+                 "hi")  # fmt: skip
+    assert ngram.returncode == 0, ngram.stderr
+
+
+def test_cli_mtp_drafter_over_socket_rejected(socket_dir):
+    missing = str(socket_dir / "missing.sock")
+    for option in (["--drafter", "mtp"], ["--draft", "qwen2.5-coder:1.5b-mtp"]):
+        result = _cli("generate", "--socket", missing, *option, "hi", timeout=60)
+        assert result.returncode == 2
+        assert "draftwise serve cannot host one" in result.stderr
+        assert "without --socket" in result.stderr
+
+
 def test_cli_sigterm_drains_and_removes_socket(served):
     process, socket_path = served
     with Client.connect(socket_path, timeout=30) as client:
