@@ -334,7 +334,10 @@ def _run_compare(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     print()
     spec = GenerationRecord()
-    draft_name = engine.draft.name if engine.draft else "none"
+    if engine.draft is not None:
+        draft_name = engine.draft.name
+    else:
+        draft_name = args.draft if engine.mtp is not None else "none"
     print(f"\n--- speculative decoding (draft {draft_name}, {args.speculation}) ---", flush=True)
     for chunk in engine.generate(prompt_ids, params, args.speculation, spec):
         sys.stdout.write(chunk.text)

@@ -114,3 +114,14 @@ def test_generate_negative_temperature_rejected(small_model):
     result = run_cli("generate", "--model", small_model, "--temperature", "-1", "hi")
     assert result.returncode == 1
     assert "temperature -1.0" in result.stderr
+
+
+def test_compare_names_mtp_drafter():
+    try:
+        resolve_model("qwen2.5-coder:1.5b")
+    except ModelNotFoundError:
+        pytest.skip("qwen2.5-coder:1.5b is not in the store; run `draftwise pull` for it")
+    result = run_cli("compare", "--draft", "qwen2.5-coder:1.5b-mtp", "--max-tokens", "4", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert "speculative decoding (draft qwen2.5-coder:1.5b-mtp, auto)" in result.stdout
+    assert "outputs identical: yes" in result.stdout
