@@ -128,14 +128,41 @@ def run_list(args: argparse.Namespace, *, store_opener: StoreOpener = open_store
         return _print_error(error)
     if not models:
         print(f"no models in {store.root}; add one with `draftwise pull NAME`")
-        return 0
+        drafters_ok = _print_shipped_drafters(args.verify)
+        return 0 if drafters_ok else 1
 
     header = ["NAME", "SIZE", "SHA256", "STATUS", "PATH"]
     _print_table([header] + [_format_row(model) for model in models])
     for model in models:
         if model.detail:
             print(f"draftwise: {model.name}: {model.detail}", file=sys.stderr)
-    return 0 if all(model.status.is_usable for model in models) else 1
+    drafters_ok = _print_shipped_drafters(args.verify)
+    return 0 if drafters_ok and all(model.status.is_usable for model in models) else 1
+
+
+def _print_shipped_drafters(verify: bool) -> bool:
+    """Print the MTP drafters shipped with draftwise; return whether every file passed its check."""
+    from draftwise.runtime.drafters.mtp_catalogue import SHIPPED
+    from draftwise.runtime.store.files import sha256_of_file
+
+    rows = []
+    usable = True
+    for drafter in SHIPPED.values():
+        path = drafter.path
+        if not path.is_file():
+            status, size = "file missing", "-"
+        else:
+            size = format_size(path.stat().st_size)
+            status = "shipped"
+            if verify:
+                matches = sha256_of_file(path) == drafter.sha256
+                status = "sha256 ok" if matches else "sha256 mismatch"
+        usable = usable and status in ("shipped", "sha256 ok")
+        rows.append([drafter.name, size, drafter.sha256[:12], status, str(path)])
+    if rows:
+        print("\nMTP drafters shipped with draftwise (use them as --draft NAME):")
+        _print_table([["NAME", "SIZE", "SHA256", "STATUS", "PATH"], *rows])
+    return usable
 
 
 def run_remove(args: argparse.Namespace, *, store_opener: StoreOpener = open_store) -> int:

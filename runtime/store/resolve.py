@@ -69,7 +69,8 @@ def _not_a_model_message(store: ModelStore, text: str) -> str:
         )
     return (
         f"{text!r} is neither a known model name nor an existing path; known models: "
-        f"{', '.join(sorted(store.catalogue))}; a path must be a GGUF file or a folder "
+        f"{', '.join(sorted(store.catalogue))}; MTP drafters for --draft: "
+        f"{', '.join(sorted(SHIPPED))}; a path must be a GGUF file or a folder "
         "containing config.json and *.safetensors files"
     )
 

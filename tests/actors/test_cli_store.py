@@ -183,7 +183,7 @@ def test_cli_list_prints_table(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
     code = harness.run("list")
 
-    header, row = capsys.readouterr().out.strip().splitlines()
+    header, row = capsys.readouterr().out.strip().splitlines()[:2]
     assert code == 0
     assert header.split() == ["NAME", "SIZE", "SHA256", "STATUS", "PATH"]
     assert row.split()[0] == MODEL
@@ -206,6 +206,26 @@ def test_cli_list_verify_reports_damage(tmp_path: Path, capsys: pytest.CaptureFi
     assert plain_code == 0
     assert verify_code == 1
     assert "sha256 mismatch" in out
+
+
+def test_cli_list_shows_shipped_drafters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness = Harness(tmp_path)
+    harness.run("pull", MODEL)
+    capsys.readouterr()
+
+    plain_code = harness.run("list")
+    plain = capsys.readouterr().out
+    verify_code = harness.run("list", "--verify")
+    verified = capsys.readouterr().out
+
+    assert plain_code == 0
+    assert verify_code == 0
+    assert "use them as --draft NAME" in plain
+    drafter_row = next(line for line in plain.splitlines() if "1.5b-mtp" in line)
+    assert "shipped" in drafter_row
+    assert "sha256 ok" in next(line for line in verified.splitlines() if "1.5b-mtp" in line)
 
 
 def test_cli_list_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
