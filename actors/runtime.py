@@ -50,6 +50,7 @@ from draftwise.protocol.codec import new_request_id
 from draftwise.runtime.engine import DRAFTERS, Engine
 from draftwise.runtime.errors import DraftwiseError
 from draftwise.runtime.language_model import LanguageModel, load_language_model
+from draftwise.runtime.log import ensure_logging
 
 __all__ = ["Runtime", "RuntimeConfig", "RuntimeRequestError", "SyncRuntime"]
 
@@ -138,6 +139,7 @@ class Runtime:
     async def _open(
         cls, config: RuntimeConfig, models: dict[str, LanguageModel]
     ) -> AsyncIterator[Runtime]:
+        ensure_logging()
         config.validate()
         settle_weights(models.values())
         with DeviceThread() as device:

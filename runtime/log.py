@@ -48,3 +48,13 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+def ensure_logging() -> None:
+    """Apply `configure_logging`'s defaults unless structlog is configured already.
+
+    Without this, an embedded runtime in a program that never configured
+    structlog would print every debug line to standard output.
+    """
+    if not structlog.is_configured():
+        configure_logging()

@@ -18,6 +18,7 @@ from runtime_fakes import (
 
 from draftwise.actors import Runtime, RuntimeConfig, RuntimeRequestError, SyncRuntime
 from draftwise.protocol import Chunk, Done, GenerateRequest, SamplingParams, StatsReply
+from draftwise.runtime.log import configure_logging
 
 
 @pytest.mark.parametrize(
@@ -211,6 +212,7 @@ async def test_runtime_seeded_sampling_matches_engine():
 async def test_runtime_logs_one_line_per_request():
     from structlog.testing import capture_logs
 
+    configure_logging("debug")
     models = tiny_models()
     async with open_runtime(models, draft="tiny-draft") as rt:
         with capture_logs() as logs:
@@ -237,3 +239,13 @@ async def test_runtime_body_error_reraised_as_is():
         async with open_runtime(tiny_models()) as rt:
             assert rt.health() == ("ok", None)
             raise ValueError("raised from the body")
+
+
+async def test_runtime_defaults_to_warning_logs(capsys):
+    # A program that never configured structlog gets warnings only, on stderr.
+    models = tiny_models()
+    async with open_runtime(models) as rt:
+        await collect(rt, GenerateRequest(request_id="quiet", prompt=PROMPTS[1], max_tokens=4))
+    captured = capsys.readouterr()
+    assert "request_started" not in captured.out
+    assert "request_started" not in captured.err
