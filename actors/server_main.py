@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import trio
@@ -32,20 +33,33 @@ async def run_server(config: ServeConfig) -> None:
         http_address = _split_host_port(config.http.listen)
     api_key = read_api_key(config.http.api_key_file)
 
-    async with Runtime.open(runtime_config(config.runtime)) as runtime:
+    settings = runtime_config(config.runtime)
+    async with Runtime.open(settings) as runtime:
         async with trio.open_nursery() as nursery:
             if http_address is not None:
                 host, port = http_address
-                await nursery.start(_serve_http, runtime, host, port, api_key, config)
-            await serve(
-                runtime,
-                socket_path,
-                socket_mode=config.server.socket_mode,
-                allowed_uids=allowed,
-                drain_timeout_s=config.server.drain_timeout_s,
-                limits=config.server.limits(),
-            )
-            nursery.cancel_scope.cancel()
+                urls = await nursery.start(_serve_http, runtime, host, port, api_key, config)
+                _announce(f"HTTP gateway listening on {', '.join(map(str, urls))}")
+
+            async def serve_socket(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await serve(
+                    runtime,
+                    socket_path,
+                    socket_mode=config.server.socket_mode,
+                    allowed_uids=allowed,
+                    drain_timeout_s=config.server.drain_timeout_s,
+                    limits=config.server.limits(),
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()
+
+            await nursery.start(serve_socket)
+            _announce(f"serving {settings.model} on {socket_path}; stop with Ctrl-C")
+
+
+def _announce(line: str) -> None:
+    """Print a startup line to stderr, whatever the log level, so a user sees the server is up."""
+    print(f"draftwise: {line}", file=sys.stderr, flush=True)
 
 
 async def _serve_http(

@@ -146,6 +146,8 @@ def test_cli_sigterm_drains_and_removes_socket(served):
     assert process.wait(timeout=60) == 0
     assert not os.path.exists(socket_path)
     _, stderr = process.communicate(timeout=10)
+    assert f"on {socket_path}; stop with Ctrl-C" in stderr
+    assert "draftwise: serving " in stderr
     assert "server_draining" in stderr
     assert "server_stopped" in stderr
 
