@@ -79,10 +79,25 @@ async def metrics(request: Request) -> Response:
     return Response(text, media_type=CONTENT_TYPE)
 
 
+# Every route of `build_app`, for the message of a request to any other path.
+ENDPOINTS = (
+    f"POST {openai_routes.CHAT_ENDPOINT}",
+    f"POST {openai_routes.COMPLETIONS_ENDPOINT}",
+    f"POST {anthropic_routes.MESSAGES_ENDPOINT}",
+    "GET /v1/models",
+    "GET /v1/models/{model}",
+    "GET /health",
+    "GET /metrics",
+)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = f"no endpoint {request.method} {request.url.path}; see GET /v1/models"
+        message = (
+            f"no endpoint {request.method} {request.url.path}; the gateway serves "
+            f"{', '.join(ENDPOINTS)}"
+        )
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
     else:

@@ -246,6 +246,7 @@ async def test_unknown_path_and_method_shapes():
         missing_model = await in_thread(get, gateway.base_url + "/v1/models/nope")
 
     check_openai_error("missing", *missing, 404, "/v1/nothing")
+    assert "POST /v1/chat/completions" in json.loads(missing[1])["error"]["message"]
     assert wrong_method[0] == 405
     assert "error" in json.loads(wrong_method[1])
     assert anthropic_method[0] == 405
