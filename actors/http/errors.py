@@ -75,6 +75,20 @@ def from_runtime_error(error: DraftwiseError) -> ApiError:
     return ApiError(_STATUS_BY_CODE.get(str(code), 500), message, code=str(code))
 
 
+def _param_of(text: str) -> str | None:
+    """Return the body field a msgspec validation message names, as a dotted path.
+
+    msgspec writes "... - at `$.a.b`" for an invalid field and "Object missing
+    required field `c`" (with "- at `$.a`" when nested) for a missing one.
+    """
+    path = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else None
+    prefix = "Object missing required field `"
+    if text.startswith(prefix):
+        missing = text[len(prefix) :].split("`", 1)[0]
+        return f"{path}.{missing}" if path else missing
+    return path
+
+
 def decode_body(raw: bytes, body_type: type[BodyT]) -> BodyT:
     """Decode a JSON request body into ``body_type``; invalid input raises `ApiError` 400."""
     if not raw.strip():
@@ -83,8 +97,7 @@ def decode_body(raw: bytes, body_type: type[BodyT]) -> BodyT:
         return msgspec.json.decode(raw, type=body_type)
     except msgspec.ValidationError as error:
         text = str(error)
-        param = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else None
-        raise ApiError(400, f"invalid request body: {text}", param=param) from error
+        raise ApiError(400, f"invalid request body: {text}", param=_param_of(text)) from error
     except msgspec.DecodeError as error:
         raise ApiError(400, f"the request body is not valid JSON: {error}") from error
 

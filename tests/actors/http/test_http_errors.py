@@ -370,3 +370,24 @@ async def test_runtime_failure_mid_generation_shapes():
     assert anthropic_status == 500
     assert json.loads(anthropic_raw)["error"]["type"] == "api_error"
     assert health["active_requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"model": "m"}', "messages"),
+        (b'{"model": "m", "messages": [{"content": "hi"}]}', "messages[0].role"),
+        (b'{"model": "m", "messages": [], "max_tokens": 5}', "messages"),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "ten"}',
+            "max_tokens",
+        ),
+    ],
+)
+def test_body_error_names_param(raw, param):
+    from draftwise.actors.http.errors import ApiError, decode_body
+    from draftwise.actors.http.openai_schema import ChatCompletionRequest
+
+    with pytest.raises(ApiError) as caught:
+        decode_body(raw, ChatCompletionRequest)
+    assert caught.value.param == param
