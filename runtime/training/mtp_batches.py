@@ -49,6 +49,27 @@ def target_choices(features_dir: Path, split: str = "train") -> list[np.ndarray]
     ]
 
 
+def window_from_features(name: str, category: str, features: Any, embedding_table: Any) -> Window:
+    """Build an evaluated window from one window's features.
+
+    ``features`` maps token_ids, target_ids, hidden, keys and values to arrays,
+    as a feature shard or `mtp_features.extract_window` does.
+    """
+    token_ids = features["token_ids"]
+    window = Window(
+        name=name,
+        category=category,
+        token_ids=token_ids,
+        target_ids=features["target_ids"],
+        embeddings=embed(mx.array(token_ids.astype(np.uint32)), embedding_table),
+        hidden=mx.array(features["hidden"]).astype(mx.float32),
+        keys=mx.array(features["keys"]).astype(mx.float32),
+        values=mx.array(features["values"]).astype(mx.float32),
+    )
+    mx.eval(window.embeddings, window.hidden, window.keys, window.values)
+    return window
+
+
 def load_windows(features_dir: Path, split: str, embedding_table: Any) -> list[Window]:
     """Load every shard of ``split`` (``"train"`` or ``"eval"``)."""
     windows = []
@@ -56,19 +77,9 @@ def load_windows(features_dir: Path, split: str, embedding_table: Any) -> list[W
         if entry["split"] != split:
             continue
         data = np.load(features_dir / entry["shard"])
-        token_ids = data["token_ids"]
-        window = Window(
-            name=entry["name"],
-            category=entry["category"],
-            token_ids=token_ids,
-            target_ids=data["target_ids"],
-            embeddings=embed(mx.array(token_ids.astype(np.uint32)), embedding_table),
-            hidden=mx.array(data["hidden"]).astype(mx.float32),
-            keys=mx.array(data["keys"]).astype(mx.float32),
-            values=mx.array(data["values"]).astype(mx.float32),
+        windows.append(
+            window_from_features(entry["name"], entry["category"], data, embedding_table)
         )
-        mx.eval(window.embeddings, window.hidden, window.keys, window.values)
-        windows.append(window)
     return windows
 
 

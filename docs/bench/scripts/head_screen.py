@@ -15,11 +15,12 @@ import json
 import draftwise.runtime  # noqa: F401  (first, so that OpenBLAS loads before mlx)
 import mlx.core as mx
 import numpy as np
+from draftwise.runtime.drafters.mtp import output_head
 from draftwise.runtime.language_model import load_language_model
 
 language_model = load_language_model("qwen2.5-coder:1.5b")
 model = language_model.model
-head = model._head
+head = output_head(model)
 rows, width = head.shape
 groups = width // 32
 exact = mx.dequantize(

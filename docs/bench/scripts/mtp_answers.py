@@ -1,12 +1,12 @@
-"""Generate the target's greedy answers to the training prompts of dev.jsonl.
+"""Generate the target's greedy responses to the training prompts of dev.jsonl.
 
 python mtp_answers.py OUT.json
 
 The prompts are those of ../shared/workloads/dev.jsonl from the 21st on that
 `train-drafter` does not hold out (it holds out every fourth prompt), so the
-benchmark's first 20 prompts and the held-out ones stay unseen. Answers are
-generated with auto speculation, which gives exactly the plain greedy output,
-at most 320 tokens each.
+benchmark's first 20 prompts and the held-out ones stay unseen. Each response
+is generated with auto speculation, which gives exactly the plain greedy
+output, and is at most 320 tokens long.
 """
 
 import json

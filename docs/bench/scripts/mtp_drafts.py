@@ -19,8 +19,8 @@ import numpy as np
 from draftwise.runtime.drafters.mtp import gather_head_rows, output_head
 from draftwise.runtime.drafters.mtp_catalogue import load_mtp_drafter
 from draftwise.runtime.language_model import load_language_model
-from draftwise.runtime.models.layers import embed, linear
-from draftwise.runtime.training.mtp_batches import Window
+from draftwise.runtime.models.layers import linear
+from draftwise.runtime.training.mtp_batches import window_from_features
 from draftwise.runtime.training.mtp_eval import window_predictions
 from draftwise.runtime.training.mtp_features import extract_window
 
@@ -39,16 +39,7 @@ for run in record["runs"]:
         continue
     prompt_ids = language_model.encode_messages(workload[run["id"]]["messages"])
     features = extract_window(target, list(prompt_ids) + list(run["token_ids"]), layer)
-    window = Window(
-        run["id"],
-        run["category"],
-        features["token_ids"],
-        features["target_ids"],
-        embed(mx.array(features["token_ids"].astype(np.uint32)), table),
-        mx.array(features["hidden"]).astype(mx.float32),
-        mx.array(features["keys"]).astype(mx.float32),
-        mx.array(features["values"]).astype(mx.float32),
-    )
+    window = window_from_features(run["id"], run["category"], features, table)
     start = len(prompt_ids) - 2
     drafts = window_predictions(weights.config, weights.params, lambda x: linear(x, head), window, 4, candidates)
     out[run["id"] + "/pred"] = drafts[:, start:]

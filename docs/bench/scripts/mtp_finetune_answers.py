@@ -1,4 +1,4 @@
-"""Fine-tune the MTP drafter on windows of the target's own answers.
+"""Fine-tune the MTP drafter on windows of the target's own responses (answers).
 
 python mtp_finetune_answers.py ANSWERS.json FEATURES_DIR CHECKPOINT OUT_DIR
 
@@ -27,8 +27,7 @@ from draftwise.runtime.drafters.mtp import MTPWeights, output_head
 from draftwise.runtime.drafters.mtp_catalogue import load_mtp_drafter
 from draftwise.runtime.drafters.mtp_io import save_mtp
 from draftwise.runtime.language_model import load_language_model
-from draftwise.runtime.models.layers import embed
-from draftwise.runtime.training.mtp_batches import Window, load_windows
+from draftwise.runtime.training.mtp_batches import Window, load_windows, window_from_features
 from draftwise.runtime.training.mtp_eval import evaluate, window_predictions
 from draftwise.runtime.training.mtp_features import extract_window
 from draftwise.runtime.training.mtp_pipeline import dense_rows
@@ -48,19 +47,7 @@ head_rows = dense_rows(output_head(target), candidates)
 
 
 def window(name: str, category: str, token_ids: list[int]) -> Window:
-    f = extract_window(target, token_ids, layer)
-    result = Window(
-        name,
-        category,
-        f["token_ids"],
-        f["target_ids"],
-        embed(mx.array(f["token_ids"].astype(np.uint32)), table),
-        mx.array(f["hidden"]).astype(mx.float32),
-        mx.array(f["keys"]).astype(mx.float32),
-        mx.array(f["values"]).astype(mx.float32),
-    )
-    mx.eval(result.embeddings, result.hidden, result.keys, result.values)
-    return result
+    return window_from_features(name, category, extract_window(target, token_ids, layer), table)
 
 
 answer_windows = []
@@ -79,7 +66,7 @@ held_out = load_windows(features, "eval", table)
 
 
 def on_answers(params) -> dict[str, float]:
-    """First-position acceptance at the origins whose input token is generated text."""
+    """Return first-position acceptance at the origins whose input token is generated text."""
     counts: dict[str, list[int]] = {}
     for w in unseen:
         drafts = window_predictions(config, params, head_rows, w, 2, candidates)

@@ -45,7 +45,7 @@ def round_ms(rows: int) -> float:
 
 
 class RecordedMTP:
-    """A drafter that proposes the MTP drafter's recorded drafts for the current origin."""
+    """Drafter that proposes the MTP drafter's recorded drafts for the current origin."""
 
     name = "mtp"
 
